@@ -1,0 +1,89 @@
+// Domain events and the acquisition's states. Events are versioned; each carries a stable
+// idempotency key so that every consumer can dedupe (ARCHITECTURE.md, exactly-once side effects).
+
+/** The acquisition state machine's states (controller/acquisition.ts owns the transitions). */
+export type AcquisitionStateName = 'idle' | 'positioning' | 'scanning' | 'paused' | 'completed' | 'aborted';
+
+export const ACQUISITION_STATES: readonly AcquisitionStateName[] = [
+  'idle',
+  'positioning',
+  'scanning',
+  'paused',
+  'completed',
+  'aborted',
+];
+
+export const isTerminalAcquisitionState = (s: AcquisitionStateName): boolean => s === 'completed' || s === 'aborted';
+
+export type AbortReason = 'operator' | 'estop' | 'fault' | 'link-lost';
+
+export const ABORT_REASONS: readonly AbortReason[] = ['operator', 'estop', 'fault', 'link-lost'];
+
+export type SweepKind = 'linear' | 'fan';
+
+/** What was asked of the robot, recorded with the acquisition. */
+export interface SweepSummary {
+  readonly kind: SweepKind;
+  /** Linear: sweep length; fan: 0. */
+  readonly lengthMm: number;
+  /** Fan: total tilt range; linear: 0. */
+  readonly tiltRangeRad: number;
+  readonly speedMmPerS: number;
+  readonly targetForceN: number;
+}
+
+/** One persisted transition of an acquisition. Written by the controller, stored by `store/`. */
+export interface AcquisitionTransition {
+  readonly acquisitionUid: string;
+  readonly tenantId: string;
+  readonly deviceId: string;
+  readonly from: AcquisitionStateName;
+  readonly to: AcquisitionStateName;
+  /** The transition's name, e.g. `start`, `reach-start`, `pause`, `resume`, `finish`, `abort`. */
+  readonly event: string;
+  /** Wall clock, ms since the epoch. */
+  readonly atMs: number;
+  /** Account id of who caused it, or `system`. */
+  readonly actor: string;
+  readonly abortReason?: AbortReason;
+  readonly detail?: string;
+  /** Present on the first transition (idle → positioning). */
+  readonly sweep?: SweepSummary;
+  /** Present on the terminal transition. */
+  readonly framesAcquired?: number;
+}
+
+interface EventBase {
+  readonly version: 1;
+  /** Stable across retries and restarts; consumers dedupe on it. */
+  readonly idempotencyKey: string;
+  readonly acquisitionUid: string;
+  readonly tenantId: string;
+  readonly deviceId: string;
+  /** ISO 8601 UTC. */
+  readonly occurredAt: string;
+}
+
+export interface AcquisitionCompletedV1 extends EventBase {
+  readonly type: 'AcquisitionCompleted';
+  readonly startedAt: string;
+  readonly operatorId: string;
+  readonly sweep: SweepSummary;
+  readonly framesAcquired: number;
+  readonly durationMs: number;
+}
+
+export interface AcquisitionAbortedV1 extends EventBase {
+  readonly type: 'AcquisitionAborted';
+  readonly startedAt: string;
+  readonly reason: AbortReason;
+  readonly detail: string;
+}
+
+export type DomainEvent = AcquisitionCompletedV1 | AcquisitionAbortedV1;
+export type DomainEventType = DomainEvent['type'];
+
+/** tenant + device + acquisition UID + event type: unique per acquisition outcome. */
+export function acquisitionEventKey(type: DomainEventType, tenantId: string, deviceId: string, acquisitionUid: string): string {
+  return `${type}/${tenantId}/${deviceId}/${acquisitionUid}`;
+}

@@ -1,0 +1,6 @@
+// The public surface of protocols/: pure wire formats, schemas and shared types. No I/O.
+export * from './robot.ts';
+export * from './errors.ts';
+export * from './geometry.ts';
+export * from './scene.ts';
+export * from './events.ts';
