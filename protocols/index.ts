@@ -4,3 +4,4 @@ export * from './errors.ts';
 export * from './geometry.ts';
 export * from './scene.ts';
 export * from './events.ts';
+export * from './teleop.ts';

@@ -1,0 +1,146 @@
+// Configuration from flags and the environment, validated once at start. Every bad value gets
+// its own clear message naming the flag or variable; the process refuses to start.
+import { resolve } from 'node:path';
+import { z } from 'zod';
+import { Eco3dError } from '../protocols/index.ts';
+
+/** Where the robot is: the in-process simulator, a serial device, or a rosbridge URL. */
+export type RobotTarget =
+  | { readonly kind: 'sim' }
+  | { readonly kind: 'serial'; readonly path: string; readonly baudRate: number }
+  | { readonly kind: 'ros'; readonly url: string };
+
+export function parseRobotTarget(spec: string): RobotTarget {
+  if (spec === 'sim') return { kind: 'sim' };
+  if (spec.startsWith('serial:')) {
+    // serial:/dev/ttyUSB0 or serial:/dev/ttyUSB0@115200
+    const rest = spec.slice('serial:'.length);
+    const at = rest.lastIndexOf('@');
+    const path = at > 0 ? rest.slice(0, at) : rest;
+    const baudRate = at > 0 ? Number(rest.slice(at + 1)) : 115200;
+    if (!path.startsWith('/')) throw new Error(`serial path must be absolute, got "${path}"`);
+    if (!Number.isInteger(baudRate) || baudRate <= 0) throw new Error(`bad baud rate in "${spec}"`);
+    return { kind: 'serial', path, baudRate };
+  }
+  if (spec.startsWith('ros:')) {
+    const url = spec.slice('ros:'.length);
+    if (!/^wss?:\/\/[^/\s]+/.test(url)) throw new Error(`ros target must be ros:ws://host:port, got "${spec}"`);
+    return { kind: 'ros', url };
+  }
+  throw new Error(`expected sim, serial:/dev/PATH or ros:ws://HOST:PORT, got "${spec}"`);
+}
+
+const logLevels = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+export interface ServerConfig {
+  readonly dataDir: string;
+  readonly host: string;
+  readonly port: number;
+  readonly robot: RobotTarget;
+  readonly databaseUrl: string | undefined;
+  readonly tls: { readonly certFile: string; readonly keyFile: string } | 'self-signed' | undefined;
+  readonly adminPassword: string | undefined;
+  readonly logLevel: (typeof logLevels)[number];
+  readonly deadmanTimeoutMs: number;
+  readonly broadcastHz: number;
+  /** The secret that signs session tokens; from ECO3D_SECRET, else kept in the data directory. */
+  readonly secret: string | undefined;
+}
+
+/** Raw inputs: flags win over the environment. */
+export interface ConfigInput {
+  readonly flags: Readonly<Record<string, string | boolean | undefined>>;
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
+
+function pick(input: ConfigInput, flag: string, envName: string): { value: string | undefined; source: string } {
+  const f = input.flags[flag];
+  if (typeof f === 'string') return { value: f, source: `--${kebab(flag)}` };
+  const e = input.env[envName];
+  if (e !== undefined && e !== '') return { value: e, source: envName };
+  return { value: undefined, source: `--${kebab(flag)}` };
+}
+
+const kebab = (s: string): string => s.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+
+function intIn(name: string, raw: string | undefined, dflt: number, min: number, max: number, problems: string[]): number {
+  if (raw === undefined) return dflt;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    problems.push(`${name}: expected an integer from ${min} to ${max}, got "${raw}"`);
+    return dflt;
+  }
+  return n;
+}
+
+/** Builds and validates the configuration; throws ECO3D_ERR_CONFIG listing every bad value. */
+export function loadConfig(input: ConfigInput): ServerConfig {
+  const problems: string[] = [];
+
+  const data = pick(input, 'data', 'ECO3D_DATA');
+  const dataDir = resolve(data.value ?? './eco3d-data');
+
+  const port = pick(input, 'port', 'PORT');
+  const host = pick(input, 'host', 'ECO3D_HOST');
+  const hostValue = host.value ?? '127.0.0.1';
+  if (!z.union([z.ipv4(), z.ipv6(), z.literal('localhost')]).safeParse(hostValue).success) {
+    problems.push(`${host.source}: expected an IP address to bind, got "${hostValue}"`);
+  }
+
+  const robot = pick(input, 'robot', 'ECO3D_ROBOT');
+  let robotTarget: RobotTarget = { kind: 'sim' };
+  try {
+    robotTarget = parseRobotTarget(robot.value ?? 'sim');
+  } catch (err) {
+    problems.push(`${robot.source}: ${(err as Error).message}`);
+  }
+
+  const databaseUrl = input.env['DATABASE_URL'];
+  if (databaseUrl !== undefined && databaseUrl !== '' && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    problems.push(`DATABASE_URL: expected postgres://user@host:port/db, got "${databaseUrl}"`);
+  }
+
+  const cert = pick(input, 'tlsCert', 'ECO3D_TLS_CERT');
+  const key = pick(input, 'tlsKey', 'ECO3D_TLS_KEY');
+  const selfSigned = input.flags['tlsSelfSigned'] === true || input.env['ECO3D_TLS_SELF_SIGNED'] === '1';
+  let tls: ServerConfig['tls'];
+  if (cert.value !== undefined || key.value !== undefined) {
+    if (cert.value === undefined || key.value === undefined) problems.push('--tls-cert and --tls-key go together: give both');
+    else tls = { certFile: resolve(cert.value), keyFile: resolve(key.value) };
+    if (selfSigned) problems.push('--tls-self-signed and --tls-cert/--tls-key exclude each other');
+  } else if (selfSigned) {
+    tls = 'self-signed';
+  }
+
+  const level = pick(input, 'logLevel', 'LOG_LEVEL');
+  const logLevel = (level.value ?? 'info') as ServerConfig['logLevel'];
+  if (!logLevels.includes(logLevel)) problems.push(`${level.source}: expected one of ${logLevels.join(', ')}, got "${level.value}"`);
+
+  const deadman = pick(input, 'deadmanMs', 'ECO3D_DEADMAN_MS');
+  const broadcast = pick(input, 'broadcastHz', 'ECO3D_BROADCAST_HZ');
+
+  const adminPassword = input.env['ECO3D_ADMIN_PASSWORD'];
+  if (adminPassword !== undefined && adminPassword !== '' && adminPassword.length < 8) {
+    problems.push('ECO3D_ADMIN_PASSWORD: at least 8 characters');
+  }
+  const secret = input.env['ECO3D_SECRET'];
+  if (secret !== undefined && secret !== '' && secret.length < 32) problems.push('ECO3D_SECRET: at least 32 characters');
+
+  const cfg: ServerConfig = {
+    dataDir,
+    host: hostValue,
+    port: intIn(port.source, port.value, 8080, 0, 65535, problems),
+    robot: robotTarget,
+    databaseUrl: databaseUrl === '' ? undefined : databaseUrl,
+    tls,
+    adminPassword: adminPassword === '' ? undefined : adminPassword,
+    logLevel,
+    deadmanTimeoutMs: intIn(deadman.source, deadman.value, 300, 50, 5000, problems),
+    broadcastHz: intIn(broadcast.source, broadcast.value, 30, 1, 120, problems),
+    secret: secret === '' ? undefined : secret,
+  };
+  if (problems.length > 0) {
+    throw new Eco3dError('ECO3D_ERR_CONFIG', `invalid configuration:\n  - ${problems.join('\n  - ')}`, { details: { problems } });
+  }
+  return cfg;
+}
