@@ -50,3 +50,14 @@ export const JOINT_LIMITS_RAD: readonly { min: number; max: number }[] = [
 
 export const JOINT_MAX_SPEED_RAD_PER_S: Joints6 = [1.5, 1.5, 2, 2.5, 2.5, 2.5];
 export const JOINT_MAX_ACCEL_RAD_PER_S2: Joints6 = [4, 4, 4, 6, 6, 6];
+
+/**
+ * Skin height of the default patient at (x, y), or null off the torso. A first guess only: the
+ * sweep's descent finds the real skin by contact force.
+ */
+export function torsoSkinHeightMm(xMm: number, yMm: number): number | null {
+  const c = PATIENT_TORSO.centerMm;
+  const a = PATIENT_TORSO.semiAxesMm;
+  const u = ((xMm - c.x) / a.x) ** 2 + ((yMm - c.y) / a.y) ** 2;
+  return u >= 1 ? null : c.z + a.z * Math.sqrt(1 - u);
+}

@@ -10,7 +10,7 @@ const vec3 = z.object({ x: num, y: num, z: num }).strict();
 const quat = z.object({ x: num, y: num, z: num, w: num }).strict();
 const id = z.string().max(64).optional();
 
-export const sweepPlanSchema = z.discriminatedUnion('kind', [
+export const sweepRequestSchema = z.discriminatedUnion('kind', [
   z
     .object({
       kind: z.literal('linear'),
@@ -36,7 +36,7 @@ export const sweepPlanSchema = z.discriminatedUnion('kind', [
     })
     .strict(),
 ]);
-export type SweepPlan = z.infer<typeof sweepPlanSchema>;
+export type SweepRequest = z.infer<typeof sweepRequestSchema>;
 
 export const operatorMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('acquire-control'), id }).strict(),
@@ -46,7 +46,7 @@ export const operatorMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('move-to'), id, pose: z.object({ positionMm: vec3, orientation: quat }).strict(), speedMmPerS: num }).strict(),
   z.object({ type: z.literal('home'), id }).strict(),
   z.object({ type: z.literal('stop'), id }).strict(),
-  z.object({ type: z.literal('sweep-start'), id, plan: sweepPlanSchema }).strict(),
+  z.object({ type: z.literal('sweep-start'), id, plan: sweepRequestSchema }).strict(),
   z.object({ type: z.literal('sweep-pause'), id }).strict(),
   z.object({ type: z.literal('sweep-resume'), id }).strict(),
   z.object({ type: z.literal('sweep-abort'), id }).strict(),
@@ -57,7 +57,7 @@ export const bedsideMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('estop'), id }).strict(),
   z.object({ type: z.literal('estop-reset'), id }).strict(),
   z.object({ type: z.literal('stop'), id }).strict(),
-  z.object({ type: z.literal('sweep-start'), id, plan: sweepPlanSchema }).strict(),
+  z.object({ type: z.literal('sweep-start'), id, plan: sweepRequestSchema }).strict(),
   z.object({ type: z.literal('sweep-pause'), id }).strict(),
   z.object({ type: z.literal('sweep-resume'), id }).strict(),
   z.object({ type: z.literal('sweep-abort'), id }).strict(),

@@ -45,6 +45,11 @@ export interface ServerConfig {
   readonly broadcastHz: number;
   /** The secret that signs session tokens; from ECO3D_SECRET, else kept in the data directory. */
   readonly secret: string | undefined;
+  /** The hospital this robot belongs to, and the robot's device id. Demo mode: demo / sim-1. */
+  readonly tenantId: string;
+  readonly deviceId: string;
+  /** Password of the demo accounts on first start (else generated and printed once). */
+  readonly demoPassword: string | undefined;
 }
 
 /** Raw inputs: flags win over the environment. */
@@ -126,7 +131,19 @@ export function loadConfig(input: ConfigInput): ServerConfig {
   const secret = input.env['ECO3D_SECRET'];
   if (secret !== undefined && secret !== '' && secret.length < 32) problems.push('ECO3D_SECRET: at least 32 characters');
 
+  const tenant = pick(input, 'tenant', 'ECO3D_TENANT');
+  const device = pick(input, 'device', 'ECO3D_DEVICE');
+  const tenantId = tenant.value ?? 'demo';
+  const deviceId = device.value ?? 'sim-1';
+  if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(tenantId)) problems.push(`${tenant.source}: lower-case letters, digits and -, got "${tenantId}"`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(deviceId)) problems.push(`${device.source}: letters, digits, . _ -, got "${deviceId}"`);
+  const demoPassword = input.env['ECO3D_DEMO_PASSWORD'];
+  if (demoPassword !== undefined && demoPassword !== '' && demoPassword.length < 8) problems.push('ECO3D_DEMO_PASSWORD: at least 8 characters');
+
   const cfg: ServerConfig = {
+    tenantId,
+    deviceId,
+    demoPassword: demoPassword === '' ? undefined : demoPassword,
     dataDir,
     host: hostValue,
     port: intIn(port.source, port.value, 8080, 0, 65535, problems),

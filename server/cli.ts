@@ -1,0 +1,134 @@
+// The `eco3d` command line: start, sim, scan. Configuration errors and refusals print one clear
+// message with its code and exit 1; what a person or script needs (URLs, paths) goes to stdout,
+// logs go to stderr.
+import { mkdirSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { Command, Option } from 'commander';
+import { Eco3dError, toEco3dError } from '../protocols/index.ts';
+import { loadConfig, parseRobotTarget } from './config.ts';
+import { createLogger, type Logger } from './log.ts';
+import { startServer } from './runtime.ts';
+import { runScan } from './scan.ts';
+import { runSimulator } from './sim-command.ts';
+
+/** Runs `work` until SIGINT/SIGTERM, then its close(), then exits. A second signal exits at once. */
+function untilSignal(log: Logger, close: () => Promise<void>): void {
+  let stopping = false;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (stopping) {
+      log.warn({ sig }, 'second signal: exiting now');
+      process.exit(130);
+    }
+    stopping = true;
+    log.info({ sig }, 'shutting down');
+    close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        log.error({ err: toEco3dError(err).message }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+}
+
+function fail(err: unknown): never {
+  const e = toEco3dError(err);
+  process.stderr.write(`eco3d: ${e.code}: ${e.message}\n`);
+  process.exit(1);
+}
+
+const program = new Command();
+program.name('eco3d').description('Eco3D: open platform for robotic 3D ultrasound').showHelpAfterError();
+
+program
+  .command('start')
+  .description('run everything in one process (simulated robot, embedded database by default)')
+  .option('--data <dir>', 'data directory (ECO3D_DATA; default ./eco3d-data)')
+  .option('--port <n>', 'HTTP port (PORT; default 8080)')
+  .option('--host <ip>', 'address to bind (ECO3D_HOST; default 127.0.0.1)')
+  .option('--robot <target>', 'sim | serial:/dev/PATH[@baud] | ros:ws://HOST:PORT (ECO3D_ROBOT)')
+  .option('--tenant <id>', 'tenant (hospital) of this robot (ECO3D_TENANT; default demo)')
+  .option('--device <id>', 'device id of this robot (ECO3D_DEVICE; default sim-1)')
+  .option('--tls-cert <file>', 'PEM certificate for HTTPS/WSS')
+  .option('--tls-key <file>', 'PEM private key for HTTPS/WSS')
+  .option('--tls-self-signed', 'generate (once) a self-signed certificate in the data directory')
+  .option('--deadman-ms <n>', 'operator heartbeat timeout (ECO3D_DEADMAN_MS; default 300)')
+  .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (LOG_LEVEL)')
+  .action(async (flags: Record<string, string | boolean | undefined>) => {
+    let cfg;
+    try {
+      cfg = loadConfig({ flags, env: process.env });
+    } catch (err) {
+      fail(err);
+    }
+    const log = createLogger(cfg.logLevel);
+    try {
+      const server = await startServer(cfg, log, (line) => process.stdout.write(`${line}\n`));
+      process.stdout.write(`Eco3D is up at ${server.url} (robot: ${cfg.robot.kind}, database: ${server.db.kind}, data: ${cfg.dataDir})\n`);
+      untilSignal(log, () => server.close());
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('sim')
+  .description('run the robot simulator alone: a serial device on a PTY and a rosbridge server')
+  .option('--dir <dir>', 'where to make the stable serial device link', './eco3d-sim')
+  .option('--ros-port <n>', 'rosbridge WebSocket port', '9090')
+  .option('--ros-host <ip>', 'rosbridge bind address', '127.0.0.1')
+  .addOption(new Option('--state-hz <n>', 'serial STATE rate').default('250'))
+  .option('--log-level <level>', 'log level', 'info')
+  .action(async (flags: { dir: string; rosPort: string; rosHost: string; stateHz: string; logLevel: string }) => {
+    const log = createLogger(flags.logLevel);
+    try {
+      const rosPort = Number(flags.rosPort);
+      const stateRateHz = Number(flags.stateHz);
+      if (!Number.isInteger(rosPort) || rosPort < 0 || rosPort > 65535) throw new Eco3dError('ECO3D_ERR_CONFIG', `--ros-port: expected 0..65535, got "${flags.rosPort}"`);
+      if (!Number.isFinite(stateRateHz) || stateRateHz < 1 || stateRateHz > 1000) throw new Eco3dError('ECO3D_ERR_CONFIG', `--state-hz: expected 1..1000, got "${flags.stateHz}"`);
+      const dir = resolve(flags.dir);
+      mkdirSync(dir, { recursive: true });
+      const sim = await runSimulator({ dir, rosHost: flags.rosHost, rosPort, stateRateHz, log });
+      process.stdout.write(`serial: ${sim.serialPath}\nrosbridge: ${sim.rosbridgeUrl}\n`);
+      untilSignal(log, () => sim.close());
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('scan')
+  .description('a headless robotic acquisition (linear sweep) to files; no database, bills nothing')
+  .requiredOption('--out <dir>', 'output directory')
+  .option('--robot <target>', 'sim | serial:/dev/PATH | ros:ws://HOST:PORT', 'sim')
+  .option('--length-mm <n>', 'sweep length', '80')
+  .option('--speed-mm-per-s <n>', 'sweep speed', '10')
+  .option('--force-n <n>', 'target contact force', '5')
+  .option('--log-level <level>', 'log level', 'warn')
+  .action(async (flags: { out: string; robot: string; lengthMm: string; speedMmPerS: string; forceN: string; logLevel: string }) => {
+    const log = createLogger(flags.logLevel);
+    try {
+      let robot;
+      try {
+        robot = parseRobotTarget(flags.robot);
+      } catch (err) {
+        throw new Eco3dError('ECO3D_ERR_CONFIG', `--robot: ${(err as Error).message}`);
+      }
+      const result = await runScan({
+        robot,
+        outDir: resolve(flags.out),
+        lengthMm: Number(flags.lengthMm),
+        speedMmPerS: Number(flags.speedMmPerS),
+        targetForceN: Number(flags.forceN),
+        log,
+      });
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+      process.exit(result.outcome === 'completed' ? 0 : 2);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program.parseAsync(process.argv).catch(fail);

@@ -1,0 +1,267 @@
+// The composition root of `eco3d start`: takes the data directory, opens the database, wires the
+// robot driver, safety supervisor, acquisition controller, tele-operation session and HTTP
+// server, and shuts them down in the reverse order.
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Subscription } from 'rxjs';
+import { AcquisitionController, SafetySupervisor, TeleopSession } from '../controller/index.ts';
+import { toEco3dError, type RobotDriver } from '../protocols/index.ts';
+import {
+  acquireDataDirLock,
+  appendAudit,
+  createAccount,
+  createSession,
+  ensureDevice,
+  ensureTenant,
+  findAccountByUsername,
+  findActiveSession,
+  getAcquisition,
+  getTenant,
+  listAcquisitions,
+  listAcquisitionTransitions,
+  listAudit,
+  listAvailability,
+  migrate,
+  openPglite,
+  openPostgres,
+  OutboxDispatcher,
+  recordAcquisitionTransition,
+  recordAvailability,
+  revokeSession,
+  type Database,
+  type DataDirLock,
+} from '../store/index.ts';
+import { buildApp, type ApiRepo } from './app.ts';
+import { generatePassword, hashPassword, newSecret } from './auth-crypto.ts';
+import { AuthService, type AuthRepo } from './auth.ts';
+import type { ServerConfig } from './config.ts';
+import { createDriver } from './drivers.ts';
+import type { Logger } from './log.ts';
+import { TeleopWsGateway } from './teleop-ws.ts';
+import { loadTls } from './tls.ts';
+
+export interface RunningServer {
+  readonly url: string;
+  readonly db: Database;
+  readonly driver: RobotDriver;
+  readonly safety: SafetySupervisor;
+  readonly acquisition: AcquisitionController;
+  readonly dispatcher: OutboxDispatcher;
+  /** Idempotent graceful shutdown: stops the robot, records, closes the database, unlocks. */
+  close(): Promise<void>;
+}
+
+/** Sessions are stored under a hash of their id: a leaked table holds no usable session. */
+const sessionKey = (id: string): string => createHash('sha256').update(id).digest('hex');
+
+/** Things to print once for a person (never logged): generated passwords. */
+export type Announce = (line: string) => void;
+
+export async function startServer(cfg: ServerConfig, log: Logger, announce: Announce): Promise<RunningServer> {
+  const cleanups: (() => Promise<void> | void)[] = [];
+  const cleanup = async (): Promise<void> => {
+    for (const fn of cleanups.reverse()) {
+      try {
+        await fn();
+      } catch (err) {
+        log.error({ err: toEco3dError(err).message }, 'shutdown step failed');
+      }
+    }
+  };
+  try {
+    const lock: DataDirLock = await acquireDataDirLock(cfg.dataDir);
+    cleanups.push(() => lock.release());
+
+    const db = cfg.databaseUrl === undefined ? await openPglite(join(cfg.dataDir, 'db')) : await openPostgres(cfg.databaseUrl);
+    cleanups.push(() => db.close());
+    const migrated = await migrate(db);
+    log.info({ db: db.kind, ...migrated }, 'database ready');
+
+    const secret = cfg.secret ?? loadOrCreateSecret(cfg.dataDir);
+    await bootstrap(db, cfg, announce);
+
+    const driver = createDriver(cfg.robot, log);
+    cleanups.push(() => driver.close());
+
+    const dispatcher = new OutboxDispatcher(db);
+    await dispatcher.start();
+    cleanups.push(() => dispatcher.stop());
+
+    const safety = new SafetySupervisor(
+      driver,
+      { deadmanTimeoutMs: cfg.deadmanTimeoutMs },
+      {
+        onEvent: (e) => {
+          if (e.type === 'refused') return; // the client is told; logging each would flood
+          log.info({ safety: e }, `safety: ${e.type}`);
+        },
+      },
+    );
+    cleanups.push(() => safety.close());
+
+    const acquisition = new AcquisitionController({
+      driver,
+      safety,
+      recorder: {
+        record: async (t) => {
+          await recordAcquisitionTransition(db, t);
+          dispatcher.kick();
+        },
+      },
+      logger: log,
+    });
+    cleanups.push(() => acquisition.close());
+
+    const audit = (actor: string, action: string, detail?: Record<string, unknown>): void => {
+      appendAudit(db, { tenantId: cfg.tenantId, actor, action, target: cfg.deviceId, ...(detail === undefined ? {} : { detail }) }).catch((err: unknown) =>
+        log.error({ err: toEco3dError(err).message, actor, action }, 'audit write failed'),
+      );
+    };
+    const session = new TeleopSession({
+      driver,
+      safety,
+      acquisition,
+      tenantId: cfg.tenantId,
+      deviceId: cfg.deviceId,
+      audit: (e) => audit(e.actor, `teleop.${e.action}`, e.detail),
+    });
+    cleanups.push(() => session.close());
+
+    const availabilitySub = recordLinkAvailability(db, driver, cfg, log);
+    cleanups.push(() => availabilitySub.unsubscribe());
+
+    const gateway = new TeleopWsGateway(session, log, { tenantId: cfg.tenantId, deviceId: cfg.deviceId }, cfg.broadcastHz);
+    cleanups.push(() => gateway.close());
+
+    const tls = await loadTls(cfg, [cfg.host]);
+    const app = await buildApp({
+      log,
+      auth: new AuthService(authRepo(db), secret),
+      repo: apiRepo(db, cfg.deviceId),
+      teleop: gateway,
+      health: async () => ({
+        db: await db.query('SELECT 1').then(
+          () => true,
+          () => false,
+        ),
+        robotLinkUp: session.status().link.up,
+      }),
+      tls,
+      secureCookies: tls !== undefined,
+    });
+    cleanups.push(() => app.close());
+    await app.listen({ host: cfg.host, port: cfg.port });
+    const addr = app.server.address();
+    const port = typeof addr === 'object' && addr !== null ? addr.port : cfg.port;
+    const url = `${tls === undefined ? 'http' : 'https'}://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}`;
+
+    // The robot may not be there yet (a serial cable, a ROS master still booting): the link
+    // shows as down, the drivers keep retrying, and the server is usable meanwhile.
+    driver.connect().then(
+      () => log.info({ robot: cfg.robot }, 'robot connected'),
+      (err: unknown) => log.warn({ robot: cfg.robot, err: toEco3dError(err).message }, 'robot not reachable yet; retrying in the background'),
+    );
+
+    let closing: Promise<void> | null = null;
+    return {
+      url,
+      db,
+      driver,
+      safety,
+      acquisition,
+      dispatcher,
+      close: () => (closing ??= cleanup()),
+    };
+  } catch (err) {
+    await cleanup();
+    throw err;
+  }
+}
+
+function loadOrCreateSecret(dataDir: string): string {
+  const file = join(dataDir, 'secret.key');
+  if (existsSync(file)) return readFileSync(file, 'utf8').trim();
+  const s = newSecret();
+  writeFileSync(file, `${s}\n`, { mode: 0o600, flag: 'wx' });
+  return s;
+}
+
+/** First start: the platform admin; demo mode: tenant `demo`, device `sim-1` and two demo accounts. */
+async function bootstrap(db: Database, cfg: ServerConfig, announce: Announce): Promise<void> {
+  await ensureTenant(db, { id: 'platform', name: 'Platform operator' });
+  if ((await findAccountByUsername(db, 'admin')) === undefined) {
+    const password = cfg.adminPassword ?? generatePassword();
+    await createAccount(db, { tenantId: 'platform', username: 'admin', role: 'platform-admin', passwordHash: await hashPassword(password) });
+    if (cfg.adminPassword === undefined) announce(`platform admin created: username "admin", password "${password}" (shown once)`);
+  }
+  const demo = cfg.tenantId === 'demo';
+  await ensureTenant(db, { id: cfg.tenantId, name: demo ? 'Demo hospital' : cfg.tenantId });
+  await ensureDevice(db, { tenantId: cfg.tenantId, id: cfg.deviceId, model: cfg.robot.kind === 'sim' ? 'eco3d-sim UR5e-class' : `robot over ${cfg.robot.kind}` });
+  if (!demo) return;
+  for (const [username, role] of [
+    ['demo-sonographer', 'sonographer'],
+    ['demo-bedside', 'bedside'],
+  ] as const) {
+    if ((await findAccountByUsername(db, username)) !== undefined) continue;
+    const password = cfg.demoPassword ?? generatePassword();
+    await createAccount(db, { tenantId: 'demo', username, role, passwordHash: await hashPassword(password) });
+    if (cfg.demoPassword === undefined) announce(`demo account created: username "${username}", password "${password}" (shown once)`);
+  }
+}
+
+/** Robot up/down with reasons, for billing's uptime credits. Writes are serialised in order. */
+function recordLinkAvailability(db: Database, driver: RobotDriver, cfg: ServerConfig, log: Logger): Subscription {
+  let tail: Promise<void> = Promise.resolve();
+  let last: boolean | null = null;
+  return driver.link$.subscribe((l) => {
+    if (l.up === last) return;
+    last = l.up;
+    log.info({ up: l.up, reason: l.reason }, l.up ? 'robot link up' : 'robot link down');
+    tail = tail
+      .then(() => recordAvailability(db, { tenantId: cfg.tenantId, deviceId: cfg.deviceId, up: l.up, reason: l.reason, atMs: l.atMs }))
+      .catch((err: unknown) => log.error({ err: toEco3dError(err).message }, 'availability write failed'));
+  });
+}
+
+function authRepo(db: Database): AuthRepo {
+  return {
+    findAccountByUsername: async (u) => (await findAccountByUsername(db, u)) ?? null,
+    createSession: async (s) => {
+      await createSession(db, { tokenHash: sessionKey(s.id), accountId: s.accountId, createdAtMs: s.createdAtMs, expiresAtMs: s.expiresAtMs });
+    },
+    findActiveSession: async (id, nowMs) => (await findActiveSession(db, sessionKey(id), nowMs))?.account ?? null,
+    revokeSession: async (id, atMs) => {
+      await revokeSession(db, sessionKey(id), atMs);
+    },
+  };
+}
+
+const AVAILABILITY_WINDOW_MS = 31 * 24 * 3600 * 1000;
+
+function apiRepo(db: Database, deviceId: string): ApiRepo {
+  return {
+    createAccount: async (a) => ({ id: (await createAccount(db, a)).id }),
+    tenantExists: async (id) => (await getTenant(db, id)) !== undefined,
+    listAcquisitions: (tenantId, limit) => listAcquisitions(db, tenantId, limit),
+    getAcquisition: async (tenantId, uid) => {
+      const a = await getAcquisition(db, tenantId, uid);
+      return a === undefined ? null : { ...a, transitions: await listAcquisitionTransitions(db, tenantId, uid) };
+    },
+    listAvailability: async (tenantId, limit) => {
+      const toMs = Date.now() + 1;
+      const all = await listAvailability(db, { tenantId, deviceId, fromMs: toMs - AVAILABILITY_WINDOW_MS, toMs });
+      return all.slice(-limit);
+    },
+    listAudit: (tenantId, limit) => listAudit(db, { ...(tenantId === null ? {} : { tenantId }), limit }),
+    audit: async (e) => {
+      await appendAudit(db, {
+        actor: e.actor,
+        action: e.action,
+        ...(e.tenantId === null ? {} : { tenantId: e.tenantId }),
+        ...(e.target === undefined ? {} : { target: e.target }),
+        ...(e.detail === undefined ? {} : { detail: e.detail }),
+      });
+    },
+  };
+}

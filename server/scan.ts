@@ -1,0 +1,113 @@
+// `eco3d scan`: a headless robotic acquisition to files. Offline by design: no database, no
+// outbox, nothing billed. The robot is driven through the same SafetySupervisor and acquisition
+// state machine as in `eco3d start`.
+//
+// Output (the volume, tracked frames and DICOM arrive with the reconstruction and DICOM work):
+//   acquisition.json   uid, outcome, every transition, the sweep
+//   tracked-poses.csv  the probe pose and contact force at every robot state while scanning
+import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { AcquisitionController, SafetySupervisor, sweepPlanFromRequest, type CommandSource } from '../controller/index.ts';
+import { Eco3dError, toEco3dError, type AcquisitionTransition } from '../protocols/index.ts';
+import type { RobotTarget } from './config.ts';
+import { createDriver } from './drivers.ts';
+import type { Logger } from './log.ts';
+
+export interface ScanOptions {
+  readonly robot: RobotTarget;
+  readonly outDir: string;
+  readonly lengthMm: number;
+  readonly speedMmPerS: number;
+  readonly targetForceN: number;
+  readonly log: Logger;
+  /** Robot connection limit. */
+  readonly connectTimeoutMs?: number;
+}
+
+export interface ScanResult {
+  readonly outcome: 'completed' | 'aborted';
+  readonly acquisitionUid: string;
+  readonly reason?: string;
+  readonly outDir: string;
+  readonly trackedPoses: number;
+}
+
+// No remote operator watches a headless scan, so no deadman applies; the robot's own watchdogs
+// and every other safety check still do.
+const SCAN_SOURCE: CommandSource = { role: 'system', actor: 'eco3d-scan' };
+
+export async function runScan(o: ScanOptions): Promise<ScanResult> {
+  for (const [name, v, min, max] of [
+    ['--length-mm', o.lengthMm, 1, 400],
+    ['--speed-mm-per-s', o.speedMmPerS, 0.5, 50],
+    ['--force-n', o.targetForceN, 1, 15],
+  ] as const) {
+    if (!Number.isFinite(v) || v < min || v > max) throw new Eco3dError('ECO3D_ERR_CONFIG', `${name}: expected ${min}..${max}, got ${v}`);
+  }
+  mkdirSync(o.outDir, { recursive: true });
+  const driver = createDriver(o.robot, o.log);
+  const safety = new SafetySupervisor(driver);
+  const transitions: AcquisitionTransition[] = [];
+  const writeLog = (extra: Record<string, unknown> = {}): void =>
+    writeFileSync(join(o.outDir, 'acquisition.json'), `${JSON.stringify({ robot: o.robot, transitions, ...extra }, null, 2)}\n`);
+  const acquisition = new AcquisitionController({
+    driver,
+    safety,
+    recorder: {
+      record: async (t) => {
+        transitions.push(t);
+        writeLog();
+      },
+    },
+    logger: o.log,
+  });
+  const csv = createWriteStream(join(o.outDir, 'tracked-poses.csv'));
+  csv.write('t_ms,x_mm,y_mm,z_mm,qx,qy,qz,qw,force_n\n');
+  let trackedPoses = 0;
+  const sub = driver.state$.subscribe((s) => {
+    if (acquisition.snapshot.state !== 'scanning') return;
+    const p = s.tcpPose.positionMm;
+    const q = s.tcpPose.orientation;
+    csv.write(`${s.tMs},${p.x},${p.y},${p.z},${q.x},${q.y},${q.z},${q.w},${s.wrench?.forceN.z ?? ''}\n`);
+    trackedPoses++;
+  });
+  try {
+    await connectWithin(driver, o.connectTimeoutMs ?? 10_000);
+    const sweep = sweepPlanFromRequest({
+      kind: 'linear',
+      startMm: { x: 450, y: -o.lengthMm / 2 },
+      headingDeg: 0,
+      lengthMm: o.lengthMm,
+      speedMmPerS: o.speedMmPerS,
+      tiltDeg: 0,
+      targetForceN: o.targetForceN,
+    });
+    const uid = await acquisition.start({ tenantId: 'offline', deviceId: o.robot.kind, sweep }, SCAN_SOURCE);
+    o.log.info({ uid }, 'scan started');
+    const result = await acquisition.whenDone();
+    writeLog({ result });
+    return result.outcome === 'completed'
+      ? { outcome: 'completed', acquisitionUid: uid, outDir: o.outDir, trackedPoses }
+      : { outcome: 'aborted', acquisitionUid: uid, reason: `${result.reason}: ${result.detail}`, outDir: o.outDir, trackedPoses };
+  } finally {
+    sub.unsubscribe();
+    await new Promise<void>((resolve) => csv.end(resolve));
+    await acquisition.close().catch((err: unknown) => o.log.error({ err: toEco3dError(err).message }, 'closing the acquisition failed'));
+    safety.close();
+    await driver.close();
+  }
+}
+
+async function connectWithin(driver: { connect(): Promise<void> }, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([
+      driver.connect(),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Eco3dError('ECO3D_ERR_LINK_LOST', `robot not reachable within ${timeoutMs} ms`)), timeoutMs);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

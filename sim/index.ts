@@ -1,0 +1,9 @@
+// The public surface of sim/: the robot simulator in-process, as a serial device on a PTY, and
+// as a rosbridge v2 server.
+export { SimRobotDriver } from './sim-driver.ts';
+export type { SimRobotDriverOptions } from './sim-driver.ts';
+export { RobotSimulator } from './robot-sim.ts';
+export { startSerialServer } from './serial-server.ts';
+export type { SerialServerHandle, SerialServerOptions } from './serial-server.ts';
+export { serveRosbridge } from './rosbridge-server.ts';
+export type { RosbridgeServerHandle, RosbridgeServerOptions } from './rosbridge-server.ts';
