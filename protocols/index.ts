@@ -5,3 +5,4 @@ export * from './geometry.ts';
 export * from './scene.ts';
 export * from './events.ts';
 export * from './teleop.ts';
+export * from './rosbridge.ts';
