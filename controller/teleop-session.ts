@@ -8,6 +8,8 @@
 //   e-stop latches at once, and only the bedside can reset it.
 // - Manual motion (jog, move-to, home) is refused while an acquisition is running.
 // - When the holder leaves, the lock is released and any manual motion of theirs is stopped.
+// - Only `heartbeat` feeds the deadman. A motion command is not a heartbeat: a UI stuck sending
+//   jogs must still be stopped when the person stops holding the deadman.
 import { BehaviorSubject, combineLatest, type Observable, type Subscription } from 'rxjs';
 import { map } from 'rxjs/operators';
 import {
@@ -162,7 +164,6 @@ export class TeleopSession {
         this.requireNoAcquisition();
         // Jogs arrive at 10–30 Hz: audit the start of a jog, not every refresh.
         if (this.jogging !== p.connId) this.deps.audit({ actor: p.actor, action: 'jog', detail: { linearMmPerS: msg.linearMmPerS } });
-        this.deps.safety.heartbeat(src);
         await this.deps.safety.command({ kind: 'jog', linearMmPerS: msg.linearMmPerS, angularRadPerS: msg.angularRadPerS }, src);
         this.jogging = p.connId;
         return;
@@ -170,19 +171,16 @@ export class TeleopSession {
         this.requireHolder(p);
         this.requireNoAcquisition();
         this.deps.audit({ actor: p.actor, action: 'move-to', detail: { pose: msg.pose, speedMmPerS: msg.speedMmPerS } });
-        this.deps.safety.heartbeat(src);
         await this.deps.safety.command({ kind: 'cartesian-target', pose: msg.pose, speedMmPerS: msg.speedMmPerS }, src);
         return;
       case 'home':
         this.requireHolder(p);
         this.requireNoAcquisition();
         this.deps.audit({ actor: p.actor, action: 'home' });
-        this.deps.safety.heartbeat(src);
         await this.deps.safety.command({ kind: 'cartesian-target', pose: HOME_POSE, speedMmPerS: this.deps.homeSpeedMmPerS ?? 30 }, src);
         return;
       case 'sweep-start':
         this.requireHolder(p);
-        this.deps.safety.heartbeat(src);
         await this.startSweep(p, msg.plan);
         return;
       case 'sweep-pause':
@@ -193,7 +191,6 @@ export class TeleopSession {
       case 'sweep-resume':
         this.requireHolder(p);
         this.deps.audit({ actor: p.actor, action: 'sweep-resume' });
-        this.deps.safety.heartbeat(src);
         await this.deps.acquisition.resume(src);
         return;
       case 'sweep-abort':

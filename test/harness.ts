@@ -1,0 +1,178 @@
+// End-to-end test harness: a real `eco3d start` server (in this process, port 0, a temporary
+// data directory, PGlite or PostgreSQL), real HTTP and real WebSockets. Test files only.
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { WebSocket } from 'ws';
+import type { TeleopServerMessage, TeleopStatus } from '../protocols/index.ts';
+import { loadConfig } from '../server/config.ts';
+import { createLogger } from '../server/log.ts';
+import { startServer, type RunningServer } from '../server/runtime.ts';
+
+export const ADMIN_PASSWORD = 'admin-password-for-tests';
+export const DEMO_PASSWORD = 'demo-password-for-tests';
+
+export interface TestServer {
+  readonly server: RunningServer;
+  readonly url: string;
+  readonly dataDir: string;
+  login(username: string, password?: string): Promise<string>;
+  api(path: string, init?: { method?: string; token?: string; body?: unknown }): Promise<{ status: number; body: any }>;
+  connect(channel: 'operator' | 'bedside', token: string): Promise<TeleopClient>;
+  /** Drops every client connected so far (afterEach: a failed test leaves no lock held). */
+  killClients(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startTestServer(flags: Record<string, string> = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'eco3d-e2e-'));
+  const env: Record<string, string | undefined> = {
+    ECO3D_ADMIN_PASSWORD: ADMIN_PASSWORD,
+    ECO3D_DEMO_PASSWORD: DEMO_PASSWORD,
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
+  };
+  const cfg = loadConfig({ flags: { data: dataDir, port: '0', ...flags }, env });
+  // Each e2e server on PostgreSQL gets its own schema, through the search_path in the URL.
+  const server = await startServer(cfg, createLogger(cfg.logLevel), () => undefined);
+  const clients: TeleopClient[] = [];
+  const t: TestServer = {
+    server,
+    url: server.url,
+    dataDir,
+    async login(username, password = DEMO_PASSWORD) {
+      const r = await t.api('/api/auth/login', { method: 'POST', body: { username, password } });
+      if (r.status !== 200) throw new Error(`login ${username}: ${r.status} ${JSON.stringify(r.body)}`);
+      return r.body.token as string;
+    },
+    async api(path, init = {}) {
+      const headers: Record<string, string> = {};
+      if (init.token !== undefined) headers.authorization = `Bearer ${init.token}`;
+      if (init.body !== undefined) headers['content-type'] = 'application/json';
+      const res = await fetch(`${server.url}${path}`, {
+        method: init.method ?? 'GET',
+        headers,
+        ...(init.body === undefined ? {} : { body: typeof init.body === 'string' ? init.body : JSON.stringify(init.body) }),
+      });
+      const text = await res.text();
+      let body: unknown = text;
+      try {
+        body = JSON.parse(text);
+      } catch {
+        /* not JSON: keep the text */
+      }
+      return { status: res.status, body };
+    },
+    async connect(channel, token) {
+      const c = await TeleopClient.open(`${server.url.replace(/^http/, 'ws')}/ws/${channel}`, token);
+      clients.push(c);
+      return c;
+    },
+    async killClients() {
+      const all = clients.splice(0);
+      for (const c of all) c.kill();
+      await Promise.all(all.map((c) => c.closed));
+    },
+    async close() {
+      for (const c of clients) c.kill();
+      await server.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  return t;
+}
+
+/** A tele-operation WebSocket client that keeps every message and can await one. */
+export class TeleopClient {
+  readonly messages: TeleopServerMessage[] = [];
+  private waiters: { pred: (m: TeleopServerMessage) => boolean; resolve: (m: TeleopServerMessage) => void }[] = [];
+  private nextId = 1;
+  closed: Promise<number>;
+
+  private constructor(readonly ws: WebSocket) {
+    this.closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
+    ws.on('message', (data) => {
+      const m = JSON.parse(data.toString()) as TeleopServerMessage;
+      this.messages.push(m);
+      this.waiters = this.waiters.filter((w) => {
+        if (!w.pred(m)) return true;
+        w.resolve(m);
+        return false;
+      });
+    });
+  }
+
+  static open(url: string, token: string): Promise<TeleopClient> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { headers: { authorization: `Bearer ${token}` } });
+      const c = new TeleopClient(ws);
+      ws.once('open', () => resolve(c));
+      ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
+      ws.once('error', reject);
+    });
+  }
+
+  /** Resolves with the first message (already received or future) matching `pred`. */
+  waitFor(pred: (m: TeleopServerMessage) => boolean, timeoutMs = 5000, what = 'message'): Promise<TeleopServerMessage> {
+    const seen = this.messages.find(pred);
+    if (seen !== undefined) return Promise.resolve(seen);
+    return this.waitForNext(pred, timeoutMs, what);
+  }
+
+  /** Resolves with the first FUTURE message matching `pred`. */
+  waitForNext(pred: (m: TeleopServerMessage) => boolean, timeoutMs = 5000, what = 'message'): Promise<TeleopServerMessage> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w.resolve !== done);
+        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+      }, timeoutMs);
+      const done = (m: TeleopServerMessage): void => {
+        clearTimeout(timer);
+        resolve(m);
+      };
+      this.waiters.push({ pred, resolve: done });
+    });
+  }
+
+  /** Waits for a status frame satisfying `pred`. */
+  async status(pred: (s: TeleopStatus) => boolean, timeoutMs = 5000, what = 'status'): Promise<TeleopStatus> {
+    const m = await this.waitForNext((x) => x.type === 'status' && pred(x.status), timeoutMs, what);
+    return (m as Extract<TeleopServerMessage, { type: 'status' }>).status;
+  }
+
+  /** Sends a message with a fresh id and resolves with its ack or error reply. */
+  async request(msg: Record<string, unknown>, timeoutMs = 5000): Promise<TeleopServerMessage> {
+    const id = `r${this.nextId++}`;
+    const reply = this.waitForNext((m) => (m.type === 'ack' || m.type === 'error') && m.id === id, timeoutMs, `reply to ${String(msg.type)}`);
+    this.ws.send(JSON.stringify({ ...msg, id }));
+    return reply;
+  }
+
+  /** Sends raw text and resolves with the next error or ack. */
+  async raw(text: string, timeoutMs = 5000): Promise<TeleopServerMessage> {
+    const reply = this.waitForNext((m) => m.type === 'ack' || m.type === 'error', timeoutMs, 'reply to raw frame');
+    this.ws.send(text);
+    return reply;
+  }
+
+  send(msg: Record<string, unknown>): void {
+    this.ws.send(JSON.stringify(msg));
+  }
+
+  /** Drops the TCP connection with no close handshake (a dead network). */
+  kill(): void {
+    this.ws.terminate();
+  }
+}
+
+export const errorCode = (m: TeleopServerMessage): string => (m.type === 'error' ? m.code : m.type);
+
+export const randomId = (): string => randomBytes(4).toString('hex');
+
+export type RobotSnapshot = {
+  mode: string;
+  tcpPose: { positionMm: { x: number; y: number; z: number } };
+  jointVelRadPerS: number[];
+  faults: string[];
+};
+export const robotOf = (s: TeleopStatus): RobotSnapshot => s.robot as RobotSnapshot;
