@@ -31,7 +31,7 @@ export const sweepRequestSchema = z.discriminatedUnion('kind', [
       startMm: z.object({ x: num, y: num }).strict(),
       headingDeg: num,
       tiltRangeDeg: num.min(1).max(80),
-      angularSpeedDegPerS: num.min(0.5).max(30),
+      angularSpeedDegPerS: num.min(0.5).max(28),
       targetForceN: num.min(1).max(15).default(5),
     })
     .strict(),
