@@ -7,6 +7,8 @@
 //   tracked-poses.csv  the probe pose and contact force at every robot state while scanning
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { combineLatest, firstValueFrom, throwError } from 'rxjs';
+import { filter, timeout } from 'rxjs/operators';
 import { AcquisitionController, SafetySupervisor, sweepPlanFromRequest, type CommandSource } from '../controller/index.ts';
 import { Eco3dError, toEco3dError, type AcquisitionTransition } from '../protocols/index.ts';
 import type { RobotTarget } from './config.ts';
@@ -73,6 +75,14 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
   });
   try {
     await connectWithin(driver, o.connectTimeoutMs ?? 10_000);
+    // connect() resolves on the handshake; the supervisor admits motion once it has seen the
+    // link up and a fresh state.
+    await firstValueFrom(
+      combineLatest([safety.status$, driver.state$]).pipe(
+        filter(([s]) => s.linkUp),
+        timeout({ first: o.connectTimeoutMs ?? 10_000, with: () => throwError(() => new Eco3dError('ECO3D_ERR_LINK_LOST', 'no robot state after connecting')) }),
+      ),
+    );
     const sweep = sweepPlanFromRequest({
       kind: 'linear',
       startMm: { x: 450, y: -o.lengthMm / 2 },

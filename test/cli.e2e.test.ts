@@ -1,0 +1,205 @@
+// The `eco3d` command as a user runs it: separate processes, real PTY, real rosbridge, a real
+// independent roslib client, and the data-directory lock between two `eco3d start`s.
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { Ros, Topic } from 'roslib';
+
+const BIN = fileURLToPath(new URL('../bin/eco3d.mjs', import.meta.url));
+
+interface Proc {
+  readonly child: ChildProcess;
+  stdout: string;
+  stderr: string;
+  readonly exited: Promise<number | null>;
+  /** Resolves with the first match of `re` on stdout (already printed or future). */
+  line(re: RegExp, timeoutMs: number): Promise<RegExpMatchArray>;
+}
+
+function run(args: string[], env: Record<string, string> = {}): Proc {
+  const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, LOG_LEVEL: 'warn', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const p: Proc = {
+    child,
+    stdout: '',
+    stderr: '',
+    exited: new Promise((resolve) => child.on('exit', (code) => resolve(code))),
+    line: (re, timeoutMs) =>
+      new Promise((resolve, reject) => {
+        const check = (): boolean => {
+          const m = re.exec(p.stdout);
+          if (m !== null) {
+            clearTimeout(timer);
+            child.stdout!.off('data', check);
+            resolve(m);
+            return true;
+          }
+          return false;
+        };
+        const timer = setTimeout(() => {
+          child.stdout!.off('data', check);
+          reject(new Error(`no ${re} on stdout within ${timeoutMs} ms; stdout: ${p.stdout}; stderr: ${p.stderr.slice(-2000)}`));
+        }, timeoutMs);
+        if (!check()) child.stdout!.on('data', check);
+      }),
+  };
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => (p.stdout += d));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (p.stderr += d));
+  return p;
+}
+
+async function stop(p: Proc): Promise<number | null> {
+  if (p.child.exitCode === null && p.child.signalCode === null) p.child.kill('SIGTERM');
+  return p.exited;
+}
+
+describe('eco3d sim + eco3d scan over serial and ROS', () => {
+  let dir: string;
+  let sim: Proc;
+  let serialPath: string;
+  let rosUrl: string;
+
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'eco3d-cli-'));
+    sim = run(['sim', '--dir', join(dir, 'sim'), '--ros-port', '0']);
+    serialPath = (await sim.line(/^serial: (\S+)$/m, 20_000))[1]!;
+    rosUrl = (await sim.line(/^rosbridge: (\S+)$/m, 20_000))[1]!;
+  });
+  after(async () => {
+    await stop(sim);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('eco3d sim prints a stable serial path and a rosbridge URL', () => {
+    assert.ok(serialPath.endsWith('/robot-tty'));
+    assert.ok(existsSync(serialPath));
+    assert.match(rosUrl, /^ws:\/\/127\.0\.0\.1:\d+$/);
+  });
+
+  test('an independent roslib client subscribes to /joint_states and jogs the robot', async () => {
+    const ros = new Ros({ url: rosUrl });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        ros.on('connection', () => resolve());
+        ros.on('error', (e) => reject(new Error(String(e))));
+      });
+      const joints = new Topic<{ name: string[]; position: number[] }>({ ros, name: '/joint_states', messageType: 'sensor_msgs/JointState' });
+      const pose = new Topic<{ pose: { position: { x: number; y: number; z: number } } }>({ ros, name: '/tcp_pose', messageType: 'geometry_msgs/PoseStamped' });
+      const jog = new Topic({ ros, name: '/jog', messageType: 'geometry_msgs/TwistStamped' });
+      let jointMsgs = 0;
+      joints.subscribe((m) => {
+        jointMsgs++;
+        assert.equal(m.name.length, 6);
+      });
+      const firstY = await new Promise<number>((resolve) => {
+        const cb = (m: { pose: { position: { y: number } } }): void => {
+          pose.unsubscribe(cb);
+          resolve(m.pose.position.y);
+        };
+        pose.subscribe(cb);
+      });
+      const t0 = Date.now();
+      // Jog +y at 20 mm/s (ROS speaks metres) for ~0.6 s.
+      while (Date.now() - t0 < 600) {
+        jog.publish({ header: { frame_id: 'base', stamp: { sec: 0, nanosec: 0 } }, twist: { linear: { x: 0, y: 0.02, z: 0 }, angular: { x: 0, y: 0, z: 0 } } });
+        await new Promise<void>((r) => setTimeout(r, 50));
+      }
+      const hz = jointMsgs / ((Date.now() - t0) / 1000);
+      assert.ok(hz >= 80, `/joint_states at ${hz.toFixed(0)} Hz`); // 125 Hz nominal; loaded CI machines stall
+      const lastY = await new Promise<number>((resolve) => {
+        const cb = (m: { pose: { position: { y: number } } }): void => {
+          pose.unsubscribe(cb);
+          resolve(m.pose.position.y);
+        };
+        pose.subscribe(cb);
+      });
+      assert.ok(lastY - firstY > 0.004, `the robot moved ${((lastY - firstY) * 1000).toFixed(1)} mm along +y`);
+      joints.unsubscribe();
+    } finally {
+      ros.close();
+    }
+  });
+
+  for (const kind of ['serial', 'ros', 'sim'] as const) {
+    test(`eco3d scan --robot ${kind} completes a sweep`, async () => {
+      const target = kind === 'serial' ? `serial:${serialPath}` : kind === 'ros' ? `ros:${rosUrl}` : 'sim';
+      const out = join(dir, `scan-${kind}`);
+      const p = run(['scan', '--robot', target, '--out', out, '--length-mm', '30', '--speed-mm-per-s', '15']);
+      const code = await p.exited;
+      assert.equal(code, 0, `exit ${code}; stdout ${p.stdout}; stderr ${p.stderr.slice(-3000)}`);
+      const result = JSON.parse(p.stdout.trim().split('\n').pop()!) as { outcome: string; trackedPoses: number; acquisitionUid: string };
+      assert.equal(result.outcome, 'completed');
+      assert.ok(result.trackedPoses > 50, `${result.trackedPoses} tracked poses`);
+      const log = JSON.parse(readFileSync(join(out, 'acquisition.json'), 'utf8')) as { transitions: { to: string }[] };
+      assert.deepEqual(
+        log.transitions.map((x) => x.to),
+        ['positioning', 'scanning', 'completed'],
+      );
+      const csv = readFileSync(join(out, 'tracked-poses.csv'), 'utf8').trim().split('\n');
+      assert.equal(csv.length, result.trackedPoses + 1);
+      const forces = csv.slice(1).map((l) => Number(l.split(',')[8]));
+      const inBand = forces.filter((f) => f >= 4 && f <= 6).length / forces.length;
+      assert.ok(inBand > 0.6, `${(inBand * 100).toFixed(0)}% of samples within 5 ± 1 N`);
+    });
+  }
+
+  test('eco3d scan refuses a bad robot target with a clear error', async () => {
+    const p = run(['scan', '--robot', 'telnet:robot', '--out', join(dir, 'bad')]);
+    assert.equal(await p.exited, 1);
+    assert.match(p.stderr, /ECO3D_ERR_CONFIG: --robot: expected sim, serial:\/dev\/PATH or ros:ws:\/\/HOST:PORT/);
+  });
+});
+
+describe('eco3d start owns its data directory', () => {
+  let dir: string;
+  before(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'eco3d-start-'));
+  });
+  after(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('a second start on the same directory refuses; SIGTERM shuts down cleanly and a restart works', async () => {
+    const env = { ECO3D_ADMIN_PASSWORD: 'admin-password-1', ECO3D_DEMO_PASSWORD: 'demo-password-1' };
+    const a = run(['start', '--data', dir, '--port', '0'], env);
+    try {
+      const [, url] = await a.line(/Eco3D is up at (http:\/\/\S+)/, 60_000);
+      const health = await fetch(`${url}/healthz`);
+      assert.equal(health.status, 200);
+      const b = run(['start', '--data', dir, '--port', '0'], env);
+      assert.equal(await b.exited, 1);
+      assert.match(b.stderr, /ECO3D_ERR_DATA_DIR_LOCKED: .*in use by eco3d process \d+/);
+      assert.equal(await stop(a), 0);
+      assert.equal(existsSync(join(dir, 'eco3d.lock')), false, 'the lock is released on shutdown');
+    } finally {
+      await stop(a);
+    }
+    // The embedded database was checkpointed and closed: it opens again with its data.
+    const c = run(['start', '--data', dir, '--port', '0'], env);
+    try {
+      const [, url] = await c.line(/Eco3D is up at (http:\/\/\S+)/, 60_000);
+      const login = await fetch(`${url}/api/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: 'demo-sonographer', password: 'demo-password-1' }),
+      });
+      assert.equal(login.status, 200);
+      assert.match(login.headers.get('set-cookie') ?? '', /eco3d_session=.*HttpOnly/i);
+    } finally {
+      assert.equal(await stop(c), 0);
+    }
+  });
+
+  test('a bad configuration value stops the start with ECO3D_ERR_CONFIG naming it', async () => {
+    const p = run(['start', '--data', dir, '--port', '99999', '--robot', 'serial:relative/path'], { ECO3D_DEADMAN_MS: 'soon' });
+    assert.equal(await p.exited, 1);
+    assert.match(p.stderr, /ECO3D_ERR_CONFIG/);
+    assert.match(p.stderr, /--port: expected an integer from 0 to 65535, got "99999"/);
+    assert.match(p.stderr, /--robot: serial path must be absolute/);
+    assert.match(p.stderr, /ECO3D_DEADMAN_MS: expected an integer/);
+  });
+});
