@@ -2,7 +2,7 @@
 // `ack` or `error` with a code, and broadcasts the status to every connected UI at a fixed rate.
 // A slow UI drops status frames (drop, not block): it never slows the others or the robot.
 import { randomUUID } from 'node:crypto';
-import type { WebSocket } from 'ws';
+import type { RawData, WebSocket } from 'ws';
 import { Eco3dError, parseTeleopMessage, toEco3dError, type TeleopChannel, type TeleopServerMessage, type TeleopStatus } from '../protocols/index.ts';
 import type { TeleopParticipant, TeleopSession } from '../controller/index.ts';
 import type { TeleopGateway } from './app.ts';
@@ -78,7 +78,7 @@ export class TeleopWsGateway implements TeleopGateway {
       client.alive = true;
     });
     socket.on('message', (data, isBinary) => {
-      void this.onFrame(client, isBinary ? null : data.toString());
+      void this.onFrame(client, isBinary ? null : rawText(data));
     });
     socket.on('close', () => {
       this.clients.delete(client);
@@ -142,6 +142,12 @@ export class TeleopWsGateway implements TeleopGateway {
     clearInterval(this.pingTimer);
     for (const c of this.clients) c.socket.close(1001, 'server shutting down');
   }
+}
+
+function rawText(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString('utf8');
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data).toString('utf8');
 }
 
 function send(socket: WebSocket, msg: TeleopServerMessage): void {

@@ -34,21 +34,21 @@ function run(args: string[], env: Record<string, string> = {}): Proc {
           const m = re.exec(p.stdout);
           if (m !== null) {
             clearTimeout(timer);
-            child.stdout!.off('data', check);
+            child.stdout.off('data', check);
             resolve(m);
             return true;
           }
           return false;
         };
         const timer = setTimeout(() => {
-          child.stdout!.off('data', check);
+          child.stdout.off('data', check);
           reject(new Error(`no ${re} on stdout within ${timeoutMs} ms; stdout: ${p.stdout}; stderr: ${p.stderr.slice(-2000)}`));
         }, timeoutMs);
-        if (!check()) child.stdout!.on('data', check);
+        if (!check()) child.stdout.on('data', check);
       }),
   };
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => (p.stdout += d));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (p.stderr += d));
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (p.stdout += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (p.stderr += d));
   return p;
 }
 

@@ -92,7 +92,7 @@ export class TeleopClient {
   private constructor(readonly ws: WebSocket) {
     this.closed = new Promise((resolve) => ws.on('close', (code) => resolve(code)));
     ws.on('message', (data) => {
-      const m = JSON.parse(data.toString()) as TeleopServerMessage;
+      const m = JSON.parse((data as Buffer).toString('utf8')) as TeleopServerMessage;
       this.messages.push(m);
       this.waiters = this.waiters.filter((w) => {
         if (!w.pred(m)) return true;
