@@ -107,7 +107,7 @@ export function loadConfig(input: ConfigInput): ServerConfig {
 
   const cert = pick(input, 'tlsCert', 'ECO3D_TLS_CERT');
   const key = pick(input, 'tlsKey', 'ECO3D_TLS_KEY');
-  const selfSigned = input.flags['tlsSelfSigned'] === true || input.env['ECO3D_TLS_SELF_SIGNED'] === '1';
+  const selfSigned = input.flags['tlsSelfSigned'] === true || input.flags['tlsSelfSigned'] === 'true' || input.env['ECO3D_TLS_SELF_SIGNED'] === '1';
   let tls: ServerConfig['tls'];
   if (cert.value !== undefined || key.value !== undefined) {
     if (cert.value === undefined || key.value === undefined) problems.push('--tls-cert and --tls-key go together: give both');
