@@ -38,6 +38,8 @@ export interface ServerConfig {
   readonly port: number;
   readonly robot: RobotTarget;
   readonly databaseUrl: string | undefined;
+  /** PostgreSQL schema (ECO3D_DB_SCHEMA), so several instances or test runs can share a database. */
+  readonly databaseSchema: string | undefined;
   readonly tls: { readonly certFile: string; readonly keyFile: string } | 'self-signed' | undefined;
   readonly adminPassword: string | undefined;
   readonly logLevel: (typeof logLevels)[number];
@@ -105,6 +107,11 @@ export function loadConfig(input: ConfigInput): ServerConfig {
     problems.push(`DATABASE_URL: expected postgres://user@host:port/db, got "${databaseUrl}"`);
   }
 
+  const schema = input.env['ECO3D_DB_SCHEMA'];
+  if (schema !== undefined && schema !== '' && !/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) {
+    problems.push(`ECO3D_DB_SCHEMA: lower-case letters, digits and _, got "${schema}"`);
+  }
+
   const cert = pick(input, 'tlsCert', 'ECO3D_TLS_CERT');
   const key = pick(input, 'tlsKey', 'ECO3D_TLS_KEY');
   const selfSigned = input.flags['tlsSelfSigned'] === true || input.flags['tlsSelfSigned'] === 'true' || input.env['ECO3D_TLS_SELF_SIGNED'] === '1';
@@ -149,6 +156,7 @@ export function loadConfig(input: ConfigInput): ServerConfig {
     port: intIn(port.source, port.value, 8080, 0, 65535, problems),
     robot: robotTarget,
     databaseUrl: databaseUrl === '' ? undefined : databaseUrl,
+    databaseSchema: schema === '' ? undefined : schema,
     tls,
     adminPassword: adminPassword === '' ? undefined : adminPassword,
     logLevel,

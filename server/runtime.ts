@@ -73,7 +73,10 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     const lock: DataDirLock = await acquireDataDirLock(cfg.dataDir);
     cleanups.push(() => lock.release());
 
-    const db = cfg.databaseUrl === undefined ? await openPglite(join(cfg.dataDir, 'db')) : await openPostgres(cfg.databaseUrl);
+    const db =
+      cfg.databaseUrl === undefined
+        ? await openPglite(join(cfg.dataDir, 'db'))
+        : await openPostgres(cfg.databaseUrl, cfg.databaseSchema === undefined ? {} : { schema: cfg.databaseSchema });
     cleanups.push(() => db.close());
     const migrated = await migrate(db);
     log.info({ db: db.kind, ...migrated }, 'database ready');

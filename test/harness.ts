@@ -4,7 +4,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { WebSocket } from 'ws';
+import type { DatabaseKind } from '../store/index.ts';
 import type { TeleopServerMessage, TeleopStatus } from '../protocols/index.ts';
 import { loadConfig } from '../server/config.ts';
 import { createLogger } from '../server/log.ts';
@@ -25,15 +27,20 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-export async function startTestServer(flags: Record<string, string> = {}): Promise<TestServer> {
+/**
+ * Starts a server on a fresh data directory. With `database: 'postgres'` it runs on
+ * DATABASE_URL in a fresh schema (dropped at close) instead of the embedded PGlite.
+ */
+export async function startTestServer(flags: Record<string, string> = {}, database: DatabaseKind = 'pglite'): Promise<TestServer> {
   const dataDir = await mkdtemp(join(tmpdir(), 'eco3d-e2e-'));
+  const schema = `e2e_${randomBytes(6).toString('hex')}`;
   const env: Record<string, string | undefined> = {
     ECO3D_ADMIN_PASSWORD: ADMIN_PASSWORD,
     ECO3D_DEMO_PASSWORD: DEMO_PASSWORD,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
+    ...(database === 'postgres' ? { DATABASE_URL: process.env.DATABASE_URL, ECO3D_DB_SCHEMA: schema } : {}),
   };
   const cfg = loadConfig({ flags: { data: dataDir, port: '0', ...flags }, env });
-  // Each e2e server on PostgreSQL gets its own schema, through the search_path in the URL.
   const server = await startServer(cfg, createLogger(cfg.logLevel), () => undefined);
   const clients: TeleopClient[] = [];
   const t: TestServer = {
@@ -77,6 +84,11 @@ export async function startTestServer(flags: Record<string, string> = {}): Promi
       for (const c of clients) c.kill();
       await server.close();
       await rm(dataDir, { recursive: true, force: true });
+      if (database === 'postgres') {
+        const pool = new pg.Pool({ connectionString: process.env.DATABASE_URL, max: 1 });
+        await pool.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`);
+        await pool.end();
+      }
     },
   };
   return t;

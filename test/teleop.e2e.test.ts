@@ -3,17 +3,18 @@
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
 import type { SimRobotDriver } from '../sim/index.ts';
+import { databasesUnderTest } from '../store/testing.ts';
 import { errorCode, robotOf, startTestServer, type TestServer } from './harness.ts';
 
 const speed = (v: number[]): number => Math.max(...v.map(Math.abs));
 
-describe('tele-operation over WebSockets (simulated robot)', () => {
+for (const database of databasesUnderTest()) describe(`tele-operation over WebSockets (simulated robot, ${database})`, () => {
   let t: TestServer;
   let sonographer: string;
   let bedside: string;
 
   before(async () => {
-    t = await startTestServer({ deadmanMs: '300' });
+    t = await startTestServer({ deadmanMs: '300' }, database);
     sonographer = await t.login('demo-sonographer');
     bedside = await t.login('demo-bedside');
   });
