@@ -7,8 +7,9 @@ import type { FastifyRequest } from 'fastify';
 import { Eco3dError } from '../protocols/index.ts';
 import { signToken, verifyPassword, verifyToken } from './auth-crypto.ts';
 
-export type Role = 'platform-admin' | 'tenant-admin' | 'sonographer' | 'bedside';
-export const ROLES: readonly Role[] = ['platform-admin', 'tenant-admin', 'sonographer', 'bedside'];
+import { ROLES, type Role } from '../store/index.ts';
+
+export { ROLES, type Role };
 
 export interface Principal {
   readonly accountId: string;

@@ -17,6 +17,7 @@ export {
   ensureDevice,
   listDevices,
 } from './accounts.ts';
+export { ROLES } from './accounts.ts';
 export type { Tenant, Account, Device, Role } from './accounts.ts';
 export { appendAudit, listAudit } from './audit.ts';
 export type { AuditEntry, StoredAuditEntry } from './audit.ts';
