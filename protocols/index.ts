@@ -6,3 +6,4 @@ export * from './scene.ts';
 export * from './events.ts';
 export * from './teleop.ts';
 export * from './rosbridge.ts';
+export * from './serial.ts';
