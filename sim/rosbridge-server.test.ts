@@ -62,7 +62,6 @@ class FakeDriver implements RobotDriver {
 // ---------------------------------------------------------------------------------------------
 // A raw client: every frame it receives, and a way to wait for one.
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- frames are free-form JSON; assertions check them
 type Json = Record<string, any>;
 
 class RawClient {
