@@ -20,4 +20,14 @@ fi
 mapfile -t files < <(find protocols sim controller store server streamer archive billing datalake marketplace test \
   -name '*.test.ts' -not -path '*/node_modules/*' 2>/dev/null | sort)
 if [ ${#files[@]} -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
-exec node --import tsx --test --test-concurrency=2 --test-reporter=spec "$@" "${files[@]}"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+node --import tsx --test --test-concurrency=2 --test-reporter=spec "$@" "${files[@]}" 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One plain closing line for CI, whatever the reporter printed above it.
+pass=$(sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' "$log" | tail -1)
+fail=$(sed -n 's/^ℹ fail \([0-9]*\)$/\1/p' "$log" | tail -1)
+echo "${pass:-0} passed, ${fail:-0} failed"
+exit "$rc"
