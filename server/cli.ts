@@ -100,14 +100,17 @@ program
 
 program
   .command('scan')
-  .description('a headless robotic acquisition (linear sweep) to files; no database, bills nothing')
+  .description('a headless robotic acquisition (linear or fan sweep) to files; no database, bills nothing')
   .requiredOption('--out <dir>', 'output directory')
   .option('--robot <target>', 'sim | serial:/dev/PATH | ros:ws://HOST:PORT', 'sim')
-  .option('--length-mm <n>', 'sweep length', '80')
-  .option('--speed-mm-per-s <n>', 'sweep speed', '10')
+  .addOption(new Option('--sweep <kind>', 'sweep kind').choices(['linear', 'fan']).default('linear'))
+  .option('--length-mm <n>', 'linear sweep length', '80')
+  .option('--speed-mm-per-s <n>', 'linear sweep speed', '10')
+  .option('--tilt-range-deg <n>', 'fan sweep total tilt', '30')
+  .option('--angular-speed-deg-per-s <n>', 'fan sweep tilt speed', '10')
   .option('--force-n <n>', 'target contact force', '5')
   .option('--log-level <level>', 'log level', 'warn')
-  .action(async (flags: { out: string; robot: string; lengthMm: string; speedMmPerS: string; forceN: string; logLevel: string }) => {
+  .action(async (flags: { out: string; robot: string; sweep: 'linear' | 'fan'; lengthMm: string; speedMmPerS: string; tiltRangeDeg: string; angularSpeedDegPerS: string; forceN: string; logLevel: string }) => {
     const log = createLogger(flags.logLevel);
     try {
       let robot;
@@ -119,8 +122,11 @@ program
       const result = await runScan({
         robot,
         outDir: resolve(flags.out),
+        sweep: flags.sweep,
         lengthMm: Number(flags.lengthMm),
         speedMmPerS: Number(flags.speedMmPerS),
+        tiltRangeDeg: Number(flags.tiltRangeDeg),
+        angularSpeedDegPerS: Number(flags.angularSpeedDegPerS),
         targetForceN: Number(flags.forceN),
         log,
       });

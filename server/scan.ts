@@ -1,4 +1,4 @@
-// `eco3d scan`: a headless robotic acquisition to files. Offline by design: no database, no
+// `eco3d scan`: a headless robotic acquisition (a linear or fan sweep) to files. Offline by design: no database, no
 // outbox, nothing billed. The robot is driven through the same SafetySupervisor and acquisition
 // state machine as in `eco3d start`.
 //
@@ -18,8 +18,13 @@ import type { Logger } from './log.ts';
 export interface ScanOptions {
   readonly robot: RobotTarget;
   readonly outDir: string;
+  readonly sweep: 'linear' | 'fan';
+  /** Linear sweep. */
   readonly lengthMm: number;
   readonly speedMmPerS: number;
+  /** Fan sweep, about the start point. */
+  readonly tiltRangeDeg: number;
+  readonly angularSpeedDegPerS: number;
   readonly targetForceN: number;
   readonly log: Logger;
   /** Robot connection limit. */
@@ -43,6 +48,8 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
     ['--length-mm', o.lengthMm, 1, 400],
     ['--speed-mm-per-s', o.speedMmPerS, 0.5, 50],
     ['--force-n', o.targetForceN, 1, 15],
+    ['--tilt-range-deg', o.tiltRangeDeg, 1, 80],
+    ['--angular-speed-deg-per-s', o.angularSpeedDegPerS, 0.5, 28],
   ] as const) {
     if (!Number.isFinite(v) || v < min || v > max) throw new Eco3dError('ECO3D_ERR_CONFIG', `${name}: expected ${min}..${max}, got ${v}`);
   }
@@ -83,15 +90,11 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
         timeout({ first: o.connectTimeoutMs ?? 10_000, with: () => throwError(() => new Eco3dError('ECO3D_ERR_LINK_LOST', 'no robot state after connecting')) }),
       ),
     );
-    const sweep = sweepPlanFromRequest({
-      kind: 'linear',
-      startMm: { x: 450, y: -o.lengthMm / 2 },
-      headingDeg: 0,
-      lengthMm: o.lengthMm,
-      speedMmPerS: o.speedMmPerS,
-      tiltDeg: 0,
-      targetForceN: o.targetForceN,
-    });
+    const sweep = sweepPlanFromRequest(
+      o.sweep === 'linear'
+        ? { kind: 'linear', startMm: { x: 450, y: -o.lengthMm / 2 }, headingDeg: 0, lengthMm: o.lengthMm, speedMmPerS: o.speedMmPerS, tiltDeg: 0, targetForceN: o.targetForceN }
+        : { kind: 'fan', startMm: { x: 450, y: 0 }, headingDeg: 0, tiltRangeDeg: o.tiltRangeDeg, angularSpeedDegPerS: o.angularSpeedDegPerS, targetForceN: o.targetForceN },
+    );
     const uid = await acquisition.start({ tenantId: 'offline', deviceId: o.robot.kind, sweep }, SCAN_SOURCE);
     o.log.info({ uid }, 'scan started');
     const result = await acquisition.whenDone();

@@ -147,6 +147,22 @@ describe('eco3d sim + eco3d scan over serial and ROS', () => {
     });
   }
 
+  test('eco3d scan --sweep fan tilts the probe through its range while keeping contact', async () => {
+    const out = join(dir, 'scan-fan');
+    const p = run(['scan', '--robot', 'sim', '--sweep', 'fan', '--tilt-range-deg', '30', '--angular-speed-deg-per-s', '15', '--out', out]);
+    assert.equal(await p.exited, 0, p.stderr.slice(-3000));
+    const rows = readFileSync(join(out, 'tracked-poses.csv'), 'utf8').trim().split('\n').slice(1).map((l) => l.split(',').map(Number));
+    // Tilt of the probe axis from straight down (tool z = R·(0,0,1); straight down is (0,0,-1)).
+    const tiltDeg = rows.map(([, , , , qx, qy]) => {
+      const zz = 1 - 2 * (qx! * qx! + qy! * qy!);
+      return (Math.acos(Math.min(1, Math.max(-1, -zz))) * 180) / Math.PI;
+    });
+    const maxTilt = Math.max(...tiltDeg);
+    assert.ok(maxTilt > 12 && maxTilt < 18, `max tilt ${maxTilt.toFixed(1)}° for a ±15° fan`);
+    const inBand = rows.filter((r) => r[8]! >= 4 && r[8]! <= 6).length / rows.length;
+    assert.ok(inBand > 0.6, `${(inBand * 100).toFixed(0)}% of samples within 5 ± 1 N`);
+  });
+
   test('eco3d scan refuses a bad robot target with a clear error', async () => {
     const p = run(['scan', '--robot', 'telnet:robot', '--out', join(dir, 'bad')]);
     assert.equal(await p.exited, 1);
