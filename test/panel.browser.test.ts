@@ -8,6 +8,9 @@ import { DEMO_PASSWORD, startTestServer, type TestServer } from './harness.ts';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 
+// The page functions below run in the browser; this file is type-checked without the DOM lib.
+declare const document: { getElementById(id: string): { textContent: string | null } | null; cookie: string };
+
 async function signIn(page: Page, url: string, username: string): Promise<void> {
   await page.goto(url);
   await page.fill('#user', username);
