@@ -7,3 +7,4 @@ export * from './events.ts';
 export * from './teleop.ts';
 export * from './rosbridge.ts';
 export * from './serial.ts';
+export * from './imaging.ts';
