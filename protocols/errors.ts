@@ -12,6 +12,7 @@ export const ERROR_CODES = {
   // requests
   ECO3D_ERR_BAD_REQUEST: { httpStatus: 400, summary: 'The request or message does not match its schema' },
   ECO3D_ERR_UNKNOWN_MESSAGE: { httpStatus: 400, summary: 'Unknown message type' },
+  ECO3D_ERR_BAD_FILE: { httpStatus: 422, summary: 'An input file (image, sequence, config) is truncated, corrupt or inconsistent (file, frame and field in the message)' },
   ECO3D_ERR_UNAUTHENTICATED: { httpStatus: 401, summary: 'Missing, expired or invalid credentials' },
   ECO3D_ERR_FORBIDDEN: { httpStatus: 403, summary: 'The account or token lacks the role or scope' },
   ECO3D_ERR_NOT_FOUND: { httpStatus: 404, summary: 'No such resource' },

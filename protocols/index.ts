@@ -8,3 +8,9 @@ export * from './teleop.ts';
 export * from './rosbridge.ts';
 export * from './serial.ts';
 export * from './imaging.ts';
+// PLUS toolkit formats (Node only: they use node:zlib and node:fs; browser code imports the
+// browser-safe protocol files directly, not this barrel).
+export * from './metaimage.ts';
+export * from './plus-sequence.ts';
+export * from './plus-config.ts';
+export * from './plus-transforms.ts';
