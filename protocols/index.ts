@@ -14,3 +14,4 @@ export * from './metaimage.ts';
 export * from './plus-sequence.ts';
 export * from './plus-config.ts';
 export * from './plus-transforms.ts';
+export * from './imaging-pose.ts';

@@ -7,3 +7,8 @@ export { startSerialServer } from './serial-server.ts';
 export type { SerialServerHandle, SerialServerOptions } from './serial-server.ts';
 export { serveRosbridge } from './rosbridge-server.ts';
 export type { RosbridgeServerHandle, RosbridgeServerOptions } from './rosbridge-server.ts';
+export { createPhantom, labelVolume, PHANTOM_LABELS } from './phantom.ts';
+export type { ProceduralPhantom, PhantomOptions, PhantomStructure, PhantomLabel } from './phantom.ts';
+export { UltrasoundSimulator, FrameClock, linearProbe, curvilinearProbe, imageToProbe, imageGeometry } from './ultrasound.ts';
+export type { ProbeModel, LinearProbe, CurvilinearProbe, UltrasoundOptions, ImageGeometry, FanGeometry } from './ultrasound.ts';
+export { ultrasoundFrames$ } from './us-stream.ts';
