@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { BehaviorSubject, filter, firstValueFrom, ReplaySubject, Subject, timeout } from 'rxjs';
 import { WebSocket } from 'ws';
 import { Eco3dError } from '../protocols/errors.ts';
+import type { ImageFrame } from '../protocols/imaging.ts';
 import type { LinkStatus, RobotCommand, RobotCommandKind, RobotDriver, RobotState, Vec3 } from '../protocols/robot.ts';
 import { serveRosbridge, type RosbridgeServerHandle } from './rosbridge-server.ts';
 
@@ -328,4 +329,42 @@ void test('close() is idempotent, terminates clients, releases the port and leav
   await d2.close();
   const timersAfter = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
   assert.equal(timersAfter, timersBefore, 'no timer left behind');
+});
+
+void test('image topic (opt-in): frames published as sensor_msgs/Image mono8, base64 data, stamp from the frame; off by default', async () => {
+  const driver = new FakeDriver();
+  const frames$ = new Subject<ImageFrame>();
+  const server = await serveRosbridge(driver, { imageTopic: { frames$ } });
+  const plain = await serveRosbridge(driver);
+  const c = await RawClient.open(server.url);
+  const p = await RawClient.open(plain.url);
+  try {
+    // Without the option the topic does not exist, as before.
+    p.send({ op: 'subscribe', id: 's0', topic: '/us/image' });
+    assert.match((await p.next(isStatusError)).msg as string, /cannot subscribe to "\/us\/image"/);
+    await assert.rejects(serveRosbridge(driver, { imageTopic: { frames$, topic: '/tcp_pose' } }), { code: 'ECO3D_ERR_CONFIG' });
+
+    c.send({ op: 'subscribe', id: 'bad', topic: '/us/image', type: 'sensor_msgs/CompressedImage' });
+    assert.match((await c.next(isStatusError)).msg as string, /has type sensor_msgs\/msg\/Image/);
+    c.send({ op: 'subscribe', id: 'img', topic: '/us/image', type: 'sensor_msgs/Image' });
+    await waitUntil(() => server.stats().messagesIn >= 2, 1000, 'the subscription');
+    const got = c.next(isPublish('/us/image'));
+    frames$.next({ index: 0, tMs: 1_500.25, width: 3, height: 2, pixels: new Uint8Array([0, 1, 2, 253, 254, 255]) });
+    const m = (await got).msg as Json;
+    assert.deepEqual(m.header, { stamp: { sec: 1, nanosec: 500_250_000 }, frame_id: 'us_image' });
+    assert.deepEqual({ h: m.height, w: m.width, enc: m.encoding, be: m.is_bigendian, step: m.step }, { h: 2, w: 3, enc: 'mono8', be: 0, step: 3 });
+    assert.deepEqual([...Buffer.from(m.data as string, 'base64')], [0, 1, 2, 253, 254, 255]);
+    assert.equal(server.stats().imageFrames, 1);
+    // The robot topics are untouched.
+    c.send({ op: 'subscribe', topic: '/joint_states' });
+    await c.next(isPublish('/joint_states'));
+    c.send({ op: 'unsubscribe', id: 'img', topic: '/us/image' });
+  } finally {
+    c.close();
+    p.close();
+    await server.close();
+    await plain.close();
+    await driver.close();
+  }
+  assert.equal(frames$.observed, false, 'close() unsubscribes the frames');
 });

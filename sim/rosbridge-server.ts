@@ -16,10 +16,15 @@
 //   closed) makes us send `stop` at once; the robot's own JOG_WATCHDOG_MS is the second line.
 // - Bad input never throws out of a handler: every malformed frame gets a `status` error (level
 //   `error`, the request's id when it had one) and the connection stays up.
+// - Optional ultrasound image topic (`imageTopic`): each frame of a provided observable is
+//   published once, as it comes, as sensor_msgs/Image mono8 (rosbridge JSON: `data` in base64,
+//   header.stamp = the frame's tMs read as ROS time), to the clients subscribed to it. Like the
+//   robot topics it is dropped, never queued, for a client whose socket buffer is full.
 import { performance } from 'node:perf_hooks';
-import type { Subscription } from 'rxjs';
+import type { Observable, Subscription } from 'rxjs';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import { Eco3dError, toEco3dError } from '../protocols/errors.ts';
+import type { ImageFrame } from '../protocols/imaging.ts';
 import {
   DEFAULT_COMMAND_TIMEOUT_MS,
   JOG_WATCHDOG_MS,
@@ -80,7 +85,22 @@ export interface RosbridgeServerOptions {
   readonly stateStaleMs?: number;
   /** /robot_mode is sent on change, and at least this often otherwise. Default 100 ms. */
   readonly modeHeartbeatMs?: number;
+  /** Publish these frames on an image topic too. Off by default. */
+  readonly imageTopic?: RosbridgeImageTopicOptions;
 }
+
+export interface RosbridgeImageTopicOptions {
+  /** Subscribed once, when the server starts; unsubscribed on close(). Frames must be mono8. */
+  readonly frames$: Observable<ImageFrame>;
+  /** Default `/us/image`. */
+  readonly topic?: string;
+  /** header.frame_id. Default `us_image`. */
+  readonly frameId?: string;
+}
+
+/** sensor_msgs/Image's type name, for the optional image topic. */
+export const ROS_TYPE_IMAGE = 'sensor_msgs/msg/Image';
+export const DEFAULT_IMAGE_TOPIC = '/us/image';
 
 export interface RosbridgeServerStats {
   readonly clientsConnected: number;
@@ -101,6 +121,8 @@ export interface RosbridgeServerStats {
   readonly serviceCalls: number;
   readonly stopsOnDisconnect: number;
   readonly stopsOnDisconnectFailed: number;
+  /** Frames taken from `imageTopic.frames$` (each published to every subscribed client). */
+  readonly imageFrames: number;
 }
 
 export interface RosbridgeServerHandle {
@@ -157,7 +179,8 @@ interface Client {
   readonly n: number;
   gone: boolean;
   statusLevel: RosbridgeStatusLevel;
-  readonly subs: Map<RosPublishedTopic, TopicSubs>;
+  /** Robot topics, and the image topic when there is one. */
+  readonly subs: Map<string, TopicSubs>;
   readonly advertised: Set<string>;
   readonly jog: JogState;
   anonSubs: number;
@@ -188,6 +211,11 @@ export async function serveRosbridge(driver: RobotDriver, opts: RosbridgeServerO
   const modeHeartbeatMs = opts.modeHeartbeatMs ?? DEFAULTS.modeHeartbeatMs;
   if (!(publishRateHz > 0 && publishRateHz <= 1000)) throw new Eco3dError('ECO3D_ERR_CONFIG', `publishRateHz must be in (0, 1000], got ${publishRateHz}`);
   const periodMs = 1000 / publishRateHz;
+  const imageTopic = opts.imageTopic === undefined ? undefined : (opts.imageTopic.topic ?? DEFAULT_IMAGE_TOPIC);
+  const imageFrameId = opts.imageTopic?.frameId ?? 'us_image';
+  if (imageTopic !== undefined && (isRosPublishedTopic(imageTopic) || !imageTopic.startsWith('/'))) {
+    throw new Eco3dError('ECO3D_ERR_CONFIG', `image topic "${imageTopic}" must start with / and not be a robot topic`);
+  }
 
   const wss = new WebSocketServer({ host, port: opts.port ?? DEFAULTS.port, maxPayload: MAX_PAYLOAD_BYTES, perMessageDeflate: false });
   await new Promise<void>((resolve, reject) => {
@@ -230,7 +258,9 @@ export async function serveRosbridge(driver: RobotDriver, opts: RosbridgeServerO
     serviceCalls: 0,
     stopsOnDisconnect: 0,
     stopsOnDisconnectFailed: 0,
+    imageFrames: 0,
   };
+  const publishedTopicNames = (): string => [...Object.keys(ROS_PUBLISHED_TOPICS), ...(imageTopic === undefined ? [] : [imageTopic])].join(', ');
 
   // The latest robot state and when it arrived (monotonic), sampled by the tick.
   let latest: RobotState | undefined;
@@ -384,6 +414,49 @@ export async function serveRosbridge(driver: RobotDriver, opts: RosbridgeServerO
 
   scheduleTick();
 
+  // ----- the optional image topic: each frame published as it comes (not sampled by the tick)
+
+  function publishImage(topic: string, f: ImageFrame): void {
+    // mono8, unpadded rows: anything else would publish a message that lies about its size.
+    if (f.pixels.length !== f.width * f.height) return;
+    st.imageFrames++;
+    let text: string | undefined;
+    const nowMs = performance.now();
+    for (const c of clients) {
+      const subs = c.subs.get(topic);
+      if (subs === undefined || subs.throttleMsByKey.size === 0) continue;
+      const throttleMs = Math.min(...subs.throttleMsByKey.values());
+      if (nowMs - subs.lastSentAtMs < throttleMs) continue;
+      subs.lastSentAtMs = nowMs;
+      text ??= JSON.stringify({
+        op: 'publish',
+        topic,
+        msg: {
+          header: rosHeader(f.tMs, imageFrameId),
+          height: f.height,
+          width: f.width,
+          encoding: 'mono8',
+          is_bigendian: 0,
+          step: f.width,
+          // rosbridge's JSON encoding of uint8[]: base64.
+          data: Buffer.from(f.pixels.buffer, f.pixels.byteOffset, f.pixels.byteLength).toString('base64'),
+        },
+      });
+      send(c, text, 'topic');
+    }
+  }
+
+  const imageSub: Subscription | undefined =
+    imageTopic === undefined
+      ? undefined
+      : opts.imageTopic?.frames$.subscribe({
+          next: (f) => {
+            if (!closed) publishImage(imageTopic, f);
+          },
+          // A frame stream that fails or ends leaves the topic silent, like a dead robot's.
+          error: () => undefined,
+        });
+
   // ----- jogs and stops
 
   function stopForLostJogger(c: Client): void {
@@ -485,11 +558,12 @@ export async function serveRosbridge(driver: RobotDriver, opts: RosbridgeServerO
   // ----- incoming messages
 
   function onSubscribe(c: Client, m: RosbridgeSubscribe): void {
-    if (!isRosPublishedTopic(m.topic)) {
-      status(c, 'error', `cannot subscribe to "${m.topic}": this robot publishes ${Object.keys(ROS_PUBLISHED_TOPICS).join(', ')}`, m.id);
+    const isImage = imageTopic !== undefined && m.topic === imageTopic;
+    if (!isImage && !isRosPublishedTopic(m.topic)) {
+      status(c, 'error', `cannot subscribe to "${m.topic}": this robot publishes ${publishedTopicNames()}`, m.id);
       return;
     }
-    const type = ROS_PUBLISHED_TOPICS[m.topic];
+    const type = isImage ? ROS_TYPE_IMAGE : ROS_PUBLISHED_TOPICS[m.topic as RosPublishedTopic];
     if (m.type !== undefined && !sameRosType(m.type, type)) {
       status(c, 'error', `topic ${m.topic} has type ${type}, not ${m.type}`, m.id);
       return;
@@ -515,7 +589,7 @@ export async function serveRosbridge(driver: RobotDriver, opts: RosbridgeServerO
         onSubscribe(c, m);
         return;
       case 'unsubscribe': {
-        const subs = isRosPublishedTopic(m.topic) ? c.subs.get(m.topic) : undefined;
+        const subs = isRosPublishedTopic(m.topic) || m.topic === imageTopic ? c.subs.get(m.topic) : undefined;
         if (subs === undefined || subs.throttleMsByKey.size === 0) {
           status(c, 'warning', `not subscribed to "${m.topic}"`, m.id);
           return;
@@ -655,6 +729,7 @@ export async function serveRosbridge(driver: RobotDriver, opts: RosbridgeServerO
     for (const t of latencyTimers) clearTimeout(t);
     latencyTimers.clear();
     stateSub.unsubscribe();
+    imageSub?.unsubscribe();
     // Abandon waiting calls first; the stops for jogging clients below get fresh deadlines.
     for (const cancel of [...inflightCancels]) cancel();
     for (const c of [...clients]) {
