@@ -8,6 +8,7 @@ import { Eco3dError, toEco3dError } from '../protocols/index.ts';
 import { loadConfig, parseRobotTarget } from './config.ts';
 import { createLogger, type Logger } from './log.ts';
 import { startServer } from './runtime.ts';
+import { runReconstruct } from './reconstruct-command.ts';
 import { runScan } from './scan.ts';
 import { runSimulator } from './sim-command.ts';
 
@@ -109,8 +110,10 @@ program
   .option('--tilt-range-deg <n>', 'fan sweep total tilt', '30')
   .option('--angular-speed-deg-per-s <n>', 'fan sweep tilt speed', '10')
   .option('--force-n <n>', 'target contact force', '5')
+  .option('--phantom-seed <n>', 'seed of the simulated phantom the B-mode frames come from', '1')
+  .option('--output-spacing-mm <n>', 'voxel size of volume.mha', '0.5')
   .option('--log-level <level>', 'log level', 'warn')
-  .action(async (flags: { out: string; robot: string; sweep: 'linear' | 'fan'; lengthMm: string; speedMmPerS: string; tiltRangeDeg: string; angularSpeedDegPerS: string; forceN: string; logLevel: string }) => {
+  .action(async (flags: { out: string; robot: string; sweep: 'linear' | 'fan'; lengthMm: string; speedMmPerS: string; tiltRangeDeg: string; angularSpeedDegPerS: string; forceN: string; phantomSeed: string; outputSpacingMm: string; logLevel: string }) => {
     const log = createLogger(flags.logLevel);
     try {
       let robot;
@@ -128,10 +131,42 @@ program
         tiltRangeDeg: Number(flags.tiltRangeDeg),
         angularSpeedDegPerS: Number(flags.angularSpeedDegPerS),
         targetForceN: Number(flags.forceN),
+        phantomSeed: Number(flags.phantomSeed),
+        outputSpacingMm: Number(flags.outputSpacingMm),
         log,
       });
       process.stdout.write(`${JSON.stringify(result)}\n`);
       process.exit(result.outcome === 'completed' ? 0 : 2);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('reconstruct')
+  .description("offline volume reconstruction, a drop-in for PLUS's VolumeReconstructor")
+  .requiredOption('--config-file <file>', 'PLUS device-set config with a VolumeReconstruction element')
+  .requiredOption('--source-seq-file <file>', 'PLUS sequence metafile (.igs.mha, .mha, .igs.nrrd)')
+  .requiredOption('--output-volume-file <file>', 'output MetaImage volume (.mha)')
+  .option('--image-to-reference-transform <name>', 'transform to use, e.g. ImageToReference')
+  .option('--disable-compression', 'write the volume uncompressed')
+  .option('--threads <n>', 'worker threads (overrides NumberOfThreads; 0 = all cores)')
+  .action(async (flags: { configFile: string; sourceSeqFile: string; outputVolumeFile: string; imageToReferenceTransform?: string; disableCompression?: boolean; threads?: string }) => {
+    try {
+      const threads = flags.threads === undefined ? undefined : Number(flags.threads);
+      if (threads !== undefined && (!Number.isInteger(threads) || threads < 0 || threads > 64)) {
+        throw new Eco3dError('ECO3D_ERR_CONFIG', `--threads: expected 0..64, got "${flags.threads}"`);
+      }
+      const report = await runReconstruct({
+        configFile: resolve(flags.configFile),
+        sourceSeqFile: resolve(flags.sourceSeqFile),
+        outputVolumeFile: resolve(flags.outputVolumeFile),
+        ...(flags.imageToReferenceTransform === undefined ? {} : { imageToReferenceTransform: flags.imageToReferenceTransform }),
+        disableCompression: flags.disableCompression === true,
+        ...(threads === undefined ? {} : { threads }),
+      });
+      process.stdout.write(`${JSON.stringify(report)}\n`);
+      process.exit(0);
     } catch (err) {
       fail(err);
     }
