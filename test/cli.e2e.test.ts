@@ -2,13 +2,14 @@
 // independent roslib client, and the data-directory lock between two `eco3d start`s.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Ros, Topic } from 'roslib';
+import { readMetaImageVolumeFile } from '../protocols/index.ts';
 
 const BIN = fileURLToPath(new URL('../bin/eco3d.mjs', import.meta.url));
 
@@ -161,6 +162,30 @@ describe('eco3d sim + eco3d scan over serial and ROS', () => {
     assert.ok(maxTilt > 12 && maxTilt < 18, `max tilt ${maxTilt.toFixed(1)}° for a ±15° fan`);
     const inBand = rows.filter((r) => r[8]! >= 4 && r[8]! <= 6).length / rows.length;
     assert.ok(inBand > 0.6, `${(inBand * 100).toFixed(0)}% of samples within 5 ± 1 N`);
+  });
+
+  test('eco3d reconstruct reproduces the scan volume from its PLUS files, with 1 or 2 threads, and names bad files', async () => {
+    const out = join(dir, 'scan-sim');
+    assert.ok(existsSync(join(out, 'volume.mha')), 'the sim scan above wrote a volume');
+    const original = await readMetaImageVolumeFile(join(out, 'volume.mha'));
+    for (const threads of ['1', '2']) {
+      const target = join(dir, `again-${threads}.mha`);
+      const p = run(['reconstruct', '--config-file', join(out, 'reconstruction.xml'), '--source-seq-file', join(out, 'tracked-frames.igs.mha'), '--output-volume-file', target, '--threads', threads]);
+      assert.equal(await p.exited, 0, p.stderr.slice(-2000));
+      const again = await readMetaImageVolumeFile(target);
+      assert.deepEqual(again.grid, original.grid);
+      assert.ok(Buffer.from(again.data).equals(Buffer.from(original.data)), `same voxels with ${threads} thread(s)`);
+    }
+    // A truncated sequence file: a clear error naming the file, exit 1.
+    const bytes = readFileSync(join(out, 'tracked-frames.igs.mha'));
+    const cut = join(dir, 'cut.igs.mha');
+    writeFileSync(cut, bytes.subarray(0, Math.floor(bytes.length / 2)));
+    const bad = run(['reconstruct', '--config-file', join(out, 'reconstruction.xml'), '--source-seq-file', cut, '--output-volume-file', join(dir, 'x.mha')]);
+    assert.equal(await bad.exited, 1);
+    assert.match(bad.stderr, /ECO3D_ERR_BAD_FILE: .*cut\.igs\.mha/);
+    const missing = run(['reconstruct', '--config-file', join(dir, 'nope.xml'), '--source-seq-file', cut, '--output-volume-file', join(dir, 'x.mha')]);
+    assert.equal(await missing.exited, 1);
+    assert.match(missing.stderr, /ECO3D_ERR_NOT_FOUND: .*nope\.xml/);
   });
 
   test('eco3d scan refuses a bad robot target with a clear error', async () => {
