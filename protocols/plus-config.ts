@@ -16,7 +16,7 @@ import { TransformRepository } from './plus-transforms.ts';
 
 export type PlusInterpolation = 'NEAREST_NEIGHBOR' | 'LINEAR';
 export type PlusCompoundingMode = 'MEAN' | 'MAXIMUM' | 'LATEST';
-/** Accepted and ignored (PLUS's speed switches; the results do not depend on them). */
+/** PLUS's paste-path switch; the results depend on it only at the fan edges (OPENCL is treated as FULL). */
 export type PlusOptimization = 'NONE' | 'PARTIAL' | 'FULL' | 'OPENCL';
 
 export type PlusHoleFillingElement =
@@ -63,7 +63,7 @@ export interface PlusReconstructionConfig {
   readonly skipInterval: number;
   /** Interpolation (default NEAREST_NEIGHBOR). */
   readonly interpolation: PlusInterpolation;
-  /** Optimization (default FULL) — accepted and ignored. */
+  /** Optimization (default FULL): selects PLUS's fan-clipping edge rule (see ReconstructionOptions.optimization). */
   readonly optimization: PlusOptimization;
   /**
    * CompoundingMode. When absent, PLUS's older attributes decide: Calculation = MAXIMUM →

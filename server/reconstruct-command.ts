@@ -58,6 +58,8 @@ export function reconstructionOptionsFromPlus(vr: PlusReconstructionConfig): Rec
     fanOriginPixel: vr.fanOriginPixel,
     fanRadiusStartPixel: vr.fanRadiusStartPixel,
     fanRadiusStopPixel: vr.fanRadiusStopPixel,
+    // OPENCL is PLUS's GPU port of the optimized path
+    optimization: vr.optimization === 'OPENCL' ? 'FULL' : vr.optimization,
     ...(vr.pixelRejectionThreshold === undefined ? {} : { pixelRejectionThreshold: vr.pixelRejectionThreshold }),
     skipInterval: vr.skipInterval,
   };

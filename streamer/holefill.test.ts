@@ -50,7 +50,7 @@ describe('fillHoles', () => {
     });
   }
 
-  test('STICK bridges a 5-voxel gap along x by linear interpolation of its ends (PLUS weighting)', () => {
+  test('STICK bridges a 5-voxel gap along x by linear interpolation of its ends (PLUS weighting, truncated)', () => {
     // known: x ≤ 3 (value 40) and x ≥ 9 (value 200); holes x = 4…8, in a line only (y, z fixed)
     const data = new Uint8Array(N * N * N);
     const cov = new Uint8Array(N * N * N);
@@ -67,10 +67,39 @@ describe('fillHoles', () => {
       const rvs = x - 3;
       const total = fwd + rvs + 1;
       const wf = (rvs + 1) / total;
-      return Math.round(wf * 200 + (1 - wf) * 40);
+      return Math.floor(wf * 200 + (1 - wf) * 40); // PLUS truncates the stick's value
     };
     for (let x = 4; x <= 8; x++) assert.equal(res.volume.data[at(x, 8, 8)], expect(x), `x = ${x}`);
     assert.equal(res.filledVoxels, 5);
+  });
+
+  test('fill values are truncated to a level, as PLUS assigns them to the voxel type', () => {
+    // the hole (5, 5, 5) sees 100 and 101 at distance 1: NEAREST_NEIGHBOR mean 100.5 → 100
+    const data = new Uint8Array(N * N * N);
+    const cov = new Uint8Array(N * N * N);
+    cov[at(4, 5, 5)] = 1;
+    data[at(4, 5, 5)] = 100;
+    cov[at(6, 5, 5)] = 1;
+    data[at(6, 5, 5)] = 101;
+    const res = fillHoles({ grid, data }, cov, [{ type: 'NEAREST_NEIGHBOR', size: 3, minimumKnownVoxelsRatio: 0 }]);
+    assert.equal(res.volume.data[at(5, 5, 5)], 100);
+    // GAUSSIAN: symmetric weights, same mean → 100
+    const g = fillHoles({ grid, data }, cov, [{ type: 'GAUSSIAN', size: 3, stdev: 1, minimumKnownVoxelsRatio: 0 }]);
+    assert.equal(g.volume.data[at(5, 5, 5)], 100);
+  });
+
+  test('a hole no element fills is 0 in the output, even if the reconstruction left a value there', () => {
+    // a LINEAR voxel whose rounded weight is 0 holds a value but is a hole (PLUS: acc = 0)
+    const data = new Uint8Array(N * N * N);
+    const cov = new Uint8Array(N * N * N);
+    data[at(2, 2, 2)] = 77; // hole with a value, nothing known nearby
+    data[at(10, 10, 10)] = 50; // hole with a value, a known voxel next to it
+    cov[at(11, 10, 10)] = 1;
+    data[at(11, 10, 10)] = 90;
+    const res = fillHoles({ grid, data }, cov, [{ type: 'NEAREST_NEIGHBOR', size: 3, minimumKnownVoxelsRatio: 0 }]);
+    assert.equal(res.volume.data[at(2, 2, 2)], 0);
+    assert.equal(res.coverage[at(2, 2, 2)], 0);
+    assert.equal(res.volume.data[at(10, 10, 10)], 90);
   });
 
   test('elements are tried in order: a failing element falls through to the next', () => {

@@ -4,11 +4,22 @@
 // reads the reconstructed volume and its coverage as they were before filling (a filled voxel
 // never feeds another), so the result does not depend on the visiting order: deterministic.
 //
-// Where we differ from PLUS: a filled value is rounded to the nearest level (PLUS truncates), and
-// holes with no known voxel within reach of any element are skipped up front (a box count of
-// known voxels), which changes nothing but the running time.
+// Values follow PLUS's integer semantics: each stick's interpolated value is truncated to a level,
+// and so is every element's result (PLUS assigns the double to the voxel type). `level` truncates
+// with a 1e-7 allowance, so a weighted mean that is an integer up to float round-off (89.99999…)
+// reads as that integer whatever the summation order. A hole that no
+// element fills is 0 in the output, as in PLUS (whose failing elements write 0), even when the
+// reconstructor left a value there (a LINEAR voxel whose rounded weight is 0).
+//
+// Where we differ from PLUS: holes with no known voxel within reach of any element are skipped up
+// front (a box count of known voxels), which changes nothing but the running time.
 import { Eco3dError } from '../protocols/errors.ts';
 import type { Volume } from '../protocols/imaging.ts';
+
+/** PLUS's conversion of a fill value to a voxel level: truncation (see the header). */
+function level(x: number): number {
+  return Math.floor(x + 1e-7);
+}
 
 /** PLUS HoleFillingElement, attribute names in camelCase. */
 export type HoleFillingElement =
@@ -162,7 +173,7 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
             }
           }
         }
-        if (cnt > 0) return cnt / cube > e.minimumKnownVoxelsRatio ? sum / cnt : -1;
+        if (cnt > 0) return cnt / cube > e.minimumKnownVoxelsRatio ? level(sum / cnt) : -1;
       }
       return -1;
     }
@@ -184,7 +195,7 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
       }
     }
     if (sumW === 0) return -1;
-    return cnt / cube > e.minimumKnownVoxelsRatio ? sumI / sumW : -1;
+    return cnt / cube > e.minimumKnownVoxelsRatio ? level(sumI / sumW) : -1;
   };
 
   const values = new Float64Array(STICKS.length);
@@ -224,7 +235,7 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
       // PLUS's weighting: total = fwd + rvs + 1; the forward end weighs (rvs + 1) / total
       const total = fwd + rvs + 1;
       const wFwd = (rvs + 1) / total;
-      values[i] = (1 - wFwd) * rvsVal + wFwd * fwdVal;
+      values[i] = level((1 - wFwd) * rvsVal + wFwd * fwdVal); // PLUS keeps each stick's value as a voxel level
       weights[i] = 1 / (total * Math.sqrt(dx * dx + dy * dy + dz * dz));
     }
     // use the best-scoring sticks (ties together) until numberOfSticksToUse are used
@@ -244,7 +255,7 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
         }
       }
     }
-    return sumW > 0 ? sumV / sumW : -1;
+    return sumW > 0 ? level(sumV / sumW) : -1;
   };
 
   for (let z = 0; z < nz; z++) {
@@ -253,16 +264,18 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
         const v = x + y * nx + z * nxy;
         if (coverage[v] !== 0) continue;
         if (near !== null && near[v] === 0) {
+          out[v] = 0;
           remaining++;
           continue; // no known voxel within any element's reach
         }
         let value = -1;
         for (let i = 0; i < elements.length && value < 0; i++) value = apply(elements[i]!, kernels[i]!, x, y, z);
         if (value < 0) {
+          out[v] = 0;
           remaining++;
           continue;
         }
-        out[v] = Math.min(255, Math.max(0, Math.round(value)));
+        out[v] = Math.min(255, Math.max(0, value));
         outCov[v] = 1;
         filled++;
       }

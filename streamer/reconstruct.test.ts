@@ -153,16 +153,18 @@ describe('compounding', () => {
   // a 10×10 plane at y = 2 (exactly on voxel centres), 1 mm pixels
   const m = planeMatrix([1, 2, 1], [1, 0, 0], [0, 0, 1], 1);
   const uniform = (i: number, v: number): TrackedFrame => frame(i, 10, 10, m, () => v);
-  const cases: [CompoundingMode, readonly number[], number][] = [
+  // MEAN of 200, 100, 101 = 133.67: NN truncates (133), LINEAR rounds (134), as PLUS's kernels.
+  const cases: [CompoundingMode, readonly number[], number | { NEAREST_NEIGHBOR: number; LINEAR: number }][] = [
     ['MEAN', [100, 200], 150],
-    ['MEAN', [200, 100, 101], 134],
+    ['MEAN', [200, 100, 101], { NEAREST_NEIGHBOR: 133, LINEAR: 134 }],
     ['MAXIMUM', [100, 200], 200],
     ['MAXIMUM', [200, 100], 200],
     ['LATEST', [100, 200], 200],
     ['LATEST', [200, 100], 100],
   ];
   for (const interpolation of ['NEAREST_NEIGHBOR', 'LINEAR'] as const) {
-    for (const [mode, values, expected] of cases) {
+    for (const [mode, values, want] of cases) {
+      const expected = typeof want === 'number' ? want : want[interpolation];
       test(`${interpolation} ${mode} of ${values.join(', ')} is ${expected}`, () => {
         const r = new VolumeReconstructor({ outputSpacing: [1, 1, 1], interpolation, compoundingMode: mode }, grid);
         values.forEach((v, i) => r.pasteFrame(uniform(i, v)));
@@ -200,7 +202,7 @@ describe('clipping, rejection, skipping', () => {
     }
   });
 
-  test('fan clipping excludes pixels outside the angles and radii', () => {
+  test('fan clipping with optimization NONE excludes pixels outside the angles and radii (PLUS per-pixel predicate)', () => {
     const fan = { fanAnglesDeg: [-30, 40] as const, fanOriginPixel: [40, 2] as const, fanRadiusStartPixel: 10, fanRadiusStopPixel: 45 };
     const inFan = (u: number, v: number): boolean => {
       const x = u - 40;
@@ -211,7 +213,7 @@ describe('clipping, rejection, skipping', () => {
     };
     let expected = 0;
     for (let v = 0; v < 60; v++) for (let u = 0; u < 80; u++) if (inFan(u, v)) expected++;
-    const r = new VolumeReconstructor({ outputSpacing: [1, 1, 1], compoundingMode: 'MAXIMUM', ...fan }, grid);
+    const r = new VolumeReconstructor({ outputSpacing: [1, 1, 1], compoundingMode: 'MAXIMUM', optimization: 'NONE', ...fan }, grid);
     // inside the fan 100, outside 255: nothing may reach 255
     const res = r.pasteFrame(frame(0, 80, 60, m, (u, v) => (inFan(u, v) ? 100 : 255)));
     assert.equal(res.pixelsPasted, expected);
@@ -219,6 +221,52 @@ describe('clipping, rejection, skipping', () => {
     assert.equal(Math.max(...vol.data), 100);
     const cov = r.coverage();
     for (let z = 0; z < 60; z++) for (let x = 0; x < 80; x++) assert.equal(cov[x + 80 + z * 240], inFan(x, z) ? 1 : 0);
+  });
+
+  test('fan clipping with optimization FULL (PLUS default) keeps PLUS optimized-path row spans, one pixel in from each edge', () => {
+    const fan = { fanAnglesDeg: [-30, 40] as const, fanOriginPixel: [40, 2] as const, fanRadiusStartPixel: 10, fanRadiusStopPixel: 45 };
+    const tanL = Math.tan(-30 * deg);
+    const tanR = Math.tan(40 * deg);
+    // PLUS vtkOptimizedInsertSlice, per row y = v − 2: [⌈tanL·y + 41⌉, ⌊tanR·y + 39⌋] ∩ [⌈40 − d + 1⌉, ⌊40 + d − 1⌋]
+    // with d = √(45² − y²), minus [⌈40 − d0 + 1⌉, ⌊40 + d0 − 1⌋] with d0 = √(10² − y²) when 10² > y²
+    const kept = (u: number, v: number): boolean => {
+      const y = v - 2;
+      if (45 * 45 - y * y < 0) return false;
+      const d = Math.sqrt(45 * 45 - y * y);
+      const s = Math.max(0, Math.ceil(tanL * y + 41), Math.ceil(40 - d + 1));
+      const e = Math.min(79, Math.floor(tanR * y + 39), Math.floor(40 + d - 1));
+      if (u < s || u > e) return false;
+      if (100 - y * y > 0) {
+        const d0 = Math.sqrt(100 - y * y);
+        if (u >= Math.ceil(40 - d0 + 1) && u <= Math.floor(40 + d0 - 1)) return false;
+      }
+      return true;
+    };
+    const inFanNone = (u: number, v: number): boolean => {
+      const x = u - 40;
+      const y = v - 2;
+      if (y < 0 || x / y < tanL || x / y > tanR) return false;
+      const d = x * x + y * y;
+      return d >= 100 && d <= 45 * 45;
+    };
+    let expected = 0;
+    let none = 0;
+    for (let v = 0; v < 60; v++) {
+      for (let u = 0; u < 80; u++) {
+        if (kept(u, v)) expected++;
+        if (inFanNone(u, v)) none++;
+      }
+    }
+    // about a pixel less at the lines and the stop radius, a pixel more inside the start radius
+    assert.ok(expected < none && expected > none * 0.9, `FULL ${expected} vs NONE ${none}`);
+    for (const optimization of [undefined, 'FULL', 'PARTIAL'] as const) {
+      const r = new VolumeReconstructor({ outputSpacing: [1, 1, 1], compoundingMode: 'MAXIMUM', ...(optimization === undefined ? {} : { optimization }), ...fan }, grid);
+      const res = r.pasteFrame(frame(0, 80, 60, m, (u, v) => (kept(u, v) ? 100 : 255)));
+      assert.equal(res.pixelsPasted, expected);
+      assert.equal(Math.max(...r.volume().data), 100);
+      const cov = r.coverage();
+      for (let z = 0; z < 60; z++) for (let x = 0; x < 80; x++) assert.equal(cov[x + 80 + z * 240], kept(x, z) ? 1 : 0, `(${x}, ${z})`);
+    }
   });
 
   test('pixels darker than PixelRejectionThreshold are not pasted (equal ones are, as PLUS)', () => {

@@ -17,9 +17,8 @@
 //   splits the volume into z slabs; every worker walks every frame in order, clipped to its slab,
 //   so each voxel sees its contributions in frame order). PLUS splits the frame between threads
 //   and documents that its multi-threaded result varies.
-// - Clipping is evaluated per pixel with PLUS's documented (unoptimized-path) predicate, once
-//   per frame size, as runs of pixels per row; PLUS's FULL optimization path trims the fan
-//   edges by about one more pixel.
+// - Clipping is computed once per frame size, as runs of pixels per row, with the rule of the
+//   PLUS paste path that `optimization` selects (fan edges differ by about a pixel between them).
 // - Each pixel's position is computed as rowBase + u·step (never accumulated), and the
 //   in-volume pixel span of each row is solved once per row, so the inner loop has no bounds
 //   checks and no matrix multiply.
@@ -29,6 +28,7 @@ import type { Mat4, TrackedFrame, Volume, VolumeGrid } from '../protocols/imagin
 
 export type Interpolation = 'NEAREST_NEIGHBOR' | 'LINEAR';
 export type CompoundingMode = 'MEAN' | 'MAXIMUM' | 'LATEST';
+export type Optimization = 'NONE' | 'PARTIAL' | 'FULL';
 export type Triple = readonly [number, number, number];
 export type Pair = readonly [number, number];
 export type Extent6 = readonly [number, number, number, number, number, number];
@@ -73,6 +73,15 @@ export interface ReconstructionOptions {
   /** PLUS `FanRadiusStopPixel`; default 500. */
   readonly fanRadiusStopPixel?: number;
   /**
+   * PLUS `Optimization` (default FULL, as PLUS). Our results depend on it only where PLUS's do:
+   * fan clipping. NONE keeps the pixels that satisfy PLUS's per-pixel fan predicate (angles and
+   * radii inclusive); FULL and PARTIAL (PLUS's optimized paste path) keep, per row, the span from
+   * ⌈left edge + 1⌉ to ⌊right edge − 1⌋ of the fan lines and of the stop radius, minus
+   * ⌈…+1⌉…⌊…−1⌋ of the start radius: about one pixel less at each edge. (PLUS's FULL also uses
+   * 14-bit fixed-point positions; we keep float64.)
+   */
+  readonly optimization?: Optimization;
+  /**
    * PLUS `PixelRejectionThreshold`: pixels darker than this are not pasted. As PLUS's paste loop
    * (`value < threshold` ⇒ skip), a pixel equal to the threshold is kept. Absent = disabled.
    */
@@ -101,6 +110,7 @@ export interface ResolvedReconstructionOptions {
   readonly fanOriginPixel: Pair;
   readonly fanRadiusStartPixel: number;
   readonly fanRadiusStopPixel: number;
+  readonly optimization: Optimization;
   readonly pixelRejectionThreshold: number | undefined;
   readonly skipInterval: number;
   readonly brickSize: number;
@@ -144,6 +154,8 @@ export function resolveReconstructionOptions(o: ReconstructionOptions): Resolved
   if (compoundingMode !== 'MEAN' && compoundingMode !== 'MAXIMUM' && compoundingMode !== 'LATEST') {
     throw bad(`unknown compoundingMode ${String(compoundingMode)} (MEAN, MAXIMUM or LATEST)`);
   }
+  const optimization = o.optimization ?? 'FULL';
+  if (optimization !== 'NONE' && optimization !== 'PARTIAL' && optimization !== 'FULL') throw bad(`unknown optimization ${String(optimization)} (NONE, PARTIAL or FULL)`);
   const thr = o.pixelRejectionThreshold;
   if (thr !== undefined && Number.isNaN(thr)) throw new Eco3dError('ECO3D_ERR_NOT_FINITE', 'reconstruction option pixelRejectionThreshold is NaN');
   return {
@@ -158,6 +170,7 @@ export function resolveReconstructionOptions(o: ReconstructionOptions): Resolved
     fanOriginPixel: finiteTuple('fanOriginPixel', o.fanOriginPixel, 2, [0, 0] as const),
     fanRadiusStartPixel: o.fanRadiusStartPixel ?? 0,
     fanRadiusStopPixel: o.fanRadiusStopPixel ?? 500,
+    optimization,
     pixelRejectionThreshold: thr,
     skipInterval,
     brickSize,
@@ -363,9 +376,41 @@ function buildRowRuns(width: number, height: number, o: ResolvedReconstructionOp
   for (let v = 0; v < height; v++) {
     rowStart[v] = runs.length;
     if (v < y0 || v > y1) continue;
+    if (!fan) {
+      if (x0 <= x1) runs.push(x0, x1);
+      continue;
+    }
+    if (o.optimization !== 'NONE') {
+      // PLUS's optimized (FULL/PARTIAL) path: per row, the span strictly inside the fan lines and
+      // the stop radius, trimmed by one pixel at each edge, minus the span inside the start radius.
+      const y = v - foy;
+      let s = Math.max(x0, Math.ceil(tanL * y + fox + 1));
+      let e = Math.min(x1, Math.floor(tanR * y + fox - 1));
+      const d1 = r1sq - y * y;
+      if (d1 < 0) continue;
+      const dx1 = Math.sqrt(d1);
+      s = Math.max(s, Math.ceil(fox - dx1 + 1));
+      e = Math.min(e, Math.floor(fox + dx1 - 1));
+      if (s > e) continue;
+      const d0 = r0sq - y * y;
+      if (d0 > 0) {
+        const dx0 = Math.sqrt(d0);
+        const k0 = Math.ceil(fox - dx0 + 1);
+        const k1 = Math.floor(fox + dx0 - 1);
+        if (k0 < s) s = Math.max(s, k1 + 1);
+        else if (k1 > e) e = Math.min(e, k0 - 1);
+        else {
+          if (s <= k0 - 1) runs.push(s, k0 - 1);
+          if (k1 + 1 <= e) runs.push(k1 + 1, e);
+          continue;
+        }
+      }
+      if (s <= e) runs.push(s, e);
+      continue;
+    }
     let open = -1;
     for (let u = x0; u <= x1; u++) {
-      const ok = !fan || inFan(u, v);
+      const ok = inFan(u, v);
       if (ok && open < 0) open = u;
       if (!ok && open >= 0) {
         runs.push(open, u - 1);
@@ -686,13 +731,17 @@ function kernelTarget(kind: AccumulatorKind, compounding: CompoundingMode, dims:
   };
 }
 
-/** Voxels [from, to) of the accumulators → out[at …] as uint8 (MEAN: round(sum / weight)). */
+/**
+ * Voxels [from, to) of the accumulators → out[at …] as uint8. MEAN: NN truncates sum / count and
+ * LINEAR rounds sum / weight, the same conventions as PLUS's paste kernels (PLUS re-quantizes a
+ * running mean at every insertion; we quantize the exact mean once, so we never drift).
+ */
 function accumulatorToUint8(t: KernelTarget, from: number, to: number, out: Uint8Array, at: number): void {
   if (t.u32 !== null) {
     const a = t.u32;
     for (let v = from, o = at; v < to; v++, o++) {
       const c = a[2 * v + 1]!;
-      out[o] = c === 0 ? 0 : (a[2 * v]! / c + 0.5) | 0;
+      out[o] = c === 0 ? 0 : (a[2 * v]! / c) | 0;
     }
   } else if (t.f64 !== null) {
     const a = t.f64;

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { map } from 'rxjs';
+import { BehaviorSubject, map, VirtualTimeScheduler } from 'rxjs';
 import { TestScheduler } from 'rxjs/testing';
 import type { ImageFrame } from '../protocols/imaging.ts';
 import type { Pose } from '../protocols/robot.ts';
@@ -50,6 +50,44 @@ void test('simulator source: close() completes subscribers and tears the upstrea
     expectObservable(src.frames$, '20ms ^').toBe('20ms |');
     expectSubscriptions(poses.subscriptions).toBe('^ 14ms !');
   });
+});
+
+void test('simulator source: an asynchronous renderer has one render in flight; a tick meanwhile is skipped; frames keep tick order', async () => {
+  const vs = new VirtualTimeScheduler();
+  const poses = new BehaviorSubject<TimedPose>(pose(5, 1));
+  const pending: (() => void)[] = [];
+  const asyncRender = (p: Pose): Promise<ImageFrame> => new Promise((resolve) => pending.push(() => resolve(render(p))));
+  const src = simulatorFrameSource({ render: asyncRender, poses$: poses, fps: 100, scheduler: vs });
+  const got: string[] = [];
+  const sub = src.frames$.pipe(map(label)).subscribe((f) => got.push(f));
+  const runTo = (ms: number): void => {
+    vs.maxFrames = ms;
+    vs.flush();
+  };
+  runTo(10); // tick 10: render of pose 5 starts
+  assert.equal(pending.length, 1);
+  poses.next(pose(17, 2));
+  runTo(20); // tick 20: still rendering → skipped
+  assert.equal(pending.length, 1);
+  pending.shift()!();
+  await Promise.resolve();
+  assert.deepEqual(got, ['0@5:1']);
+  runTo(30); // tick 30: pose 17 is new → rendered
+  pending.shift()!();
+  await Promise.resolve();
+  assert.deepEqual(got, ['0@5:1', '1@17:2']);
+  runTo(40); // tick 40: no new pose
+  sub.unsubscribe();
+  assert.deepEqual(src.stats(), { framesEmitted: 2, rejected: { 'render-busy': 1, 'no-new-pose': 1 } });
+  // A render that ends after the last subscriber left emits nothing.
+  const late = simulatorFrameSource({ render: asyncRender, poses$: poses, fps: 100, scheduler: vs });
+  const lateGot: string[] = [];
+  const lateSub = late.frames$.pipe(map(label)).subscribe((f) => lateGot.push(f));
+  runTo(60);
+  lateSub.unsubscribe();
+  pending.shift()!();
+  await Promise.resolve();
+  assert.deepEqual(lateGot, []);
 });
 
 const rec = (index: number, tMs: number): ImageFrame => ({ index, tMs, width: 1, height: 1, pixels: new Uint8Array([index]) });

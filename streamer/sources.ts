@@ -82,8 +82,12 @@ export interface SimulatorSourceOptions<F extends ImageFrame = ImageFrame> {
    * Renders the B-mode image at a probe pose (base ← probe, mm). The source sets `index` (its own
    * counter) and `tMs` (the pose's time) on what it returns; other fields pass through (sim/
    * ultrasound.ts's `UltrasoundSimulator.render` returns TrackedFrames with the true transform).
+   * It may return a promise (a renderer in a worker thread, keeping the ~5 ms render off the
+   * event loop the robot's control loop runs on): at most one render is in flight, a tick that
+   * finds one still running emits nothing (`rejected['render-busy']`: a scanner does not queue
+   * frames), frames come out in tick order, and a rejected promise errors the stream.
    */
-  readonly render: (pose: Pose, tMs: number) => F;
+  readonly render: (pose: Pose, tMs: number) => F | PromiseLike<F>;
   /** The robot's poses, e.g. `driver.state$`. The frames end when it completes. */
   readonly poses$: Observable<TimedPose>;
   /** Default 30. */
@@ -113,30 +117,58 @@ export function simulatorFrameSource<F extends ImageFrame = ImageFrame>(opts: Si
       error: (err: unknown) => sub.error(err),
       complete: () => sub.complete(),
     });
+    let busy = false;
+    let torn = false;
+    const emit = (img: F, tMs: number): void => {
+      src.framesEmitted++;
+      sub.next({ ...img, index: index++, tMs });
+    };
     const tickSub = interval(1000 / fps, scheduler).subscribe(() => {
+      if (busy) {
+        src.reject('render-busy');
+        return;
+      }
       const p = latest;
       if (p === undefined || !(p.tMs > lastTMs)) {
         src.reject('no-new-pose');
         return;
       }
       lastTMs = p.tMs;
-      let img: F;
+      let img: F | PromiseLike<F>;
       try {
         img = opts.render(p.tcpPose, p.tMs);
       } catch (err) {
         sub.error(err);
         return;
       }
-      src.framesEmitted++;
-      sub.next({ ...img, index: index++, tMs: p.tMs });
+      if (!isPromiseLike(img)) {
+        emit(img, p.tMs);
+        return;
+      }
+      busy = true;
+      img.then(
+        (f) => {
+          busy = false;
+          if (!torn) emit(f, p.tMs);
+        },
+        (err: unknown) => {
+          busy = false;
+          if (!torn) sub.error(err);
+        },
+      );
     });
     return () => {
+      torn = true;
       tickSub.unsubscribe();
       poseSub.unsubscribe();
     };
   });
   const src = new SourceBase<F>('sim', 'hot', upstream);
   return src;
+}
+
+function isPromiseLike<T>(v: T | PromiseLike<T>): v is PromiseLike<T> {
+  return typeof (v as { then?: unknown } | null)?.then === 'function';
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
  * The native yardstick for bench/recon.bench.ts: a straightforward single-threaded C
  * pixel-nearest-neighbour paste loop with MEAN compounding, the same computation as
  * streamer/reconstruct.ts (uint32 sum + uint32 count per voxel, interleaved; output
- * round(sum / count) as uint8), with a per-pixel bounds check instead of our per-row span solve.
+ * trunc(sum / count) as uint8, PLUS's NN convention), with a per-pixel bounds check instead of our per-row span solve.
  *
  * Built at bench time: cc -O3 -march=native -ffp-contract=off (no FMA contraction, so that
  * positions round exactly as in JavaScript and the volumes can be compared byte for byte).
@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
   size_t filled = 0;
   for (size_t i = 0; i < nvox; i++) {
     uint32_t c = acc[2 * i + 1];
-    vol[i] = c ? (uint8_t)((double)acc[2 * i] / c + 0.5) : 0;
+    vol[i] = c ? (uint8_t)((double)acc[2 * i] / c) : 0;
     filled += c != 0;
   }
   double t2 = now_ms();

@@ -1,0 +1,31 @@
+// The ultrasound simulator in a worker thread, for bench/live-recon.bench.ts: a real scanner
+// forms its images outside our process, so the ~5 ms render must not run on the event loop the
+// robot's control loop and the reconstruction share. Request: { id, tMs, pose, seed }; reply:
+// { id, frame } with the pixel buffer transferred (no copy), or { id, error }.
+import { parentPort } from 'node:worker_threads';
+import type { Pose } from '../protocols/robot.ts';
+import { createPhantom, UltrasoundSimulator } from '../sim/index.ts';
+
+export interface RenderRequest {
+  readonly id: number;
+  readonly tMs: number;
+  readonly pose: Pose;
+}
+
+const port = parentPort;
+if (port === null) throw new Error('live-recon-render-worker.ts must run in a worker thread');
+let sim: UltrasoundSimulator | undefined;
+
+port.on('message', (m: { readonly seed: number } | RenderRequest) => {
+  if ('seed' in m) {
+    sim = new UltrasoundSimulator(createPhantom(m.seed));
+    port.postMessage({ kind: 'ready' });
+    return;
+  }
+  try {
+    const f = sim!.render(m.pose, m.tMs);
+    port.postMessage({ id: m.id, frame: f }, [f.pixels.buffer as ArrayBuffer]);
+  } catch (err) {
+    port.postMessage({ id: m.id, error: err instanceof Error ? err.message : String(err) });
+  }
+});
