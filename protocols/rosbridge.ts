@@ -66,6 +66,9 @@ export const ROS_TOPIC_TCP_POSE = '/tcp_pose';
 export const ROS_TOPIC_WRENCH = '/wrench';
 export const ROS_TOPIC_ROBOT_MODE = '/robot_mode';
 /** The one topic the robot subscribes to (client → server): Cartesian velocity, base frame. */
+/** The ultrasound image topic (sensor_msgs/Image, mono8), published by a scanner or the simulator. */
+export const ROS_TOPIC_US_IMAGE = '/us/image';
+export const ROS_TYPE_IMAGE = 'sensor_msgs/msg/Image';
 export const ROS_TOPIC_JOG = '/jog';
 
 export const ROS_SERVICE_MOVE_TO_POSE = '/move_to_pose';

@@ -66,6 +66,8 @@ import {
   type RosbridgeStatusLevel,
   type RosbridgeSubscribe,
   type RosPublishedTopic,
+  ROS_TOPIC_US_IMAGE,
+  ROS_TYPE_IMAGE,
 } from '../protocols/rosbridge.ts';
 
 export interface RosbridgeServerOptions {
@@ -99,8 +101,6 @@ export interface RosbridgeImageTopicOptions {
 }
 
 /** sensor_msgs/Image's type name, for the optional image topic. */
-export const ROS_TYPE_IMAGE = 'sensor_msgs/msg/Image';
-export const DEFAULT_IMAGE_TOPIC = '/us/image';
 
 export interface RosbridgeServerStats {
   readonly clientsConnected: number;
@@ -211,7 +211,7 @@ export async function serveRosbridge(driver: RobotDriver, opts: RosbridgeServerO
   const modeHeartbeatMs = opts.modeHeartbeatMs ?? DEFAULTS.modeHeartbeatMs;
   if (!(publishRateHz > 0 && publishRateHz <= 1000)) throw new Eco3dError('ECO3D_ERR_CONFIG', `publishRateHz must be in (0, 1000], got ${publishRateHz}`);
   const periodMs = 1000 / publishRateHz;
-  const imageTopic = opts.imageTopic === undefined ? undefined : (opts.imageTopic.topic ?? DEFAULT_IMAGE_TOPIC);
+  const imageTopic = opts.imageTopic === undefined ? undefined : (opts.imageTopic.topic ?? ROS_TOPIC_US_IMAGE);
   const imageFrameId = opts.imageTopic?.frameId ?? 'us_image';
   if (imageTopic !== undefined && (isRosPublishedTopic(imageTopic) || !imageTopic.startsWith('/'))) {
     throw new Eco3dError('ECO3D_ERR_CONFIG', `image topic "${imageTopic}" must start with / and not be a robot topic`);

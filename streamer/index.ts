@@ -27,7 +27,7 @@ export { fillHoles } from './holefill.ts';
 export type { HoleFillingElement, HoleFillOptions, HoleFillResult } from './holefill.ts';
 export { simulatorFrameSource, playbackFrameSource } from './sources.ts';
 export type { FrameSource, FrameSourceKind, FrameSourceStats, Temperature, SimulatorSourceOptions, PlaybackSourceOptions } from './sources.ts';
-export { rosImageFrameSource, parseRosImage, ROS_TOPIC_US_IMAGE } from './sources-ros.ts';
+export { rosImageFrameSource, parseRosImage } from './sources-ros.ts';
 export type { RosImageSourceOptions, ImageRejectReason } from './sources-ros.ts';
 export { FrameSync, SYNC_DROP_REASONS } from './sync.ts';
 export type { FrameSyncOptions, SyncStats, SyncDropReason, TimedPose } from './sync.ts';

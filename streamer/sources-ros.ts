@@ -18,11 +18,9 @@ import { Observable } from 'rxjs';
 import { Ros, Topic, type ITransportFactory } from 'roslib';
 import { Eco3dError } from '../protocols/errors.ts';
 import type { ImageFrame } from '../protocols/imaging.ts';
-import { rosTimeToMs } from '../protocols/rosbridge.ts';
+import { ROS_TOPIC_US_IMAGE, ROS_TYPE_IMAGE, rosTimeToMs } from '../protocols/rosbridge.ts';
 import { SourceBase, type FrameSource } from './sources.ts';
 
-export const ROS_TOPIC_US_IMAGE = '/us/image';
-export const ROS_TYPE_IMAGE = 'sensor_msgs/msg/Image';
 
 export type ImageRejectReason = 'malformed' | 'unsupported-encoding' | 'size-mismatch';
 
