@@ -1,7 +1,7 @@
 // The fastify application: HTTP API, tele-operation WebSockets and the viewer, under one origin.
 // Everything it needs comes in through `AppContext` (wired in runtime.ts), so tests can build it
 // with `inject()` and no port.
-import { readFileSync } from 'node:fs';
+import { createReadStream, readFileSync } from 'node:fs';
 import fastifyCookie from '@fastify/cookie';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
@@ -20,10 +20,20 @@ export interface ApiRepo {
   tenantExists(tenantId: string): Promise<boolean>;
   listAcquisitions(tenantId: string, limit: number): Promise<unknown[]>;
   getAcquisition(tenantId: string, uid: string): Promise<unknown>;
+  /** Path of one of an acquisition's files (volume, frames, config), or null when absent. */
+  acquisitionFile(tenantId: string, uid: string, name: AcquisitionFileName): Promise<string | null>;
   listAvailability(tenantId: string, limit: number): Promise<unknown[]>;
   listAudit(tenantId: string | null, limit: number): Promise<unknown[]>;
   audit(entry: { tenantId: string | null; actor: string; action: string; target?: string; detail?: Record<string, unknown> }): Promise<void>;
 }
+
+/** What a completed acquisition leaves in its folder (server/imaging.ts). */
+export const ACQUISITION_FILES = {
+  'volume.mha': 'application/octet-stream',
+  'tracked-frames.igs.mha': 'application/octet-stream',
+  'reconstruction.xml': 'application/xml',
+} as const;
+export type AcquisitionFileName = keyof typeof ACQUISITION_FILES;
 
 export interface TeleopGateway {
   status(): TeleopStatus;
@@ -162,6 +172,21 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     const a = await ctx.repo.getAcquisition(p.tenantId, req.params.uid);
     if (a === null || a === undefined) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `no acquisition ${req.params.uid}`);
     return a;
+  });
+
+  app.get<{ Params: { uid: string; name: string } }>('/api/acquisitions/:uid/files/:name', async (req, reply) => {
+    const p = requireRole(req.principal, EVERYONE);
+    const name = req.params.name;
+    if (!Object.hasOwn(ACQUISITION_FILES, name)) {
+      throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `no file ${name}: an acquisition has ${Object.keys(ACQUISITION_FILES).join(', ')}`);
+    }
+    const path = await ctx.repo.acquisitionFile(p.tenantId, req.params.uid, name as AcquisitionFileName);
+    if (path === null) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `acquisition ${req.params.uid} has no ${name} (yet)`);
+    await ctx.repo.audit({ tenantId: p.tenantId, actor: p.username, action: 'acquisition.file-read', target: req.params.uid, detail: { name } });
+    return reply
+      .type(ACQUISITION_FILES[name as AcquisitionFileName])
+      .header('content-disposition', `attachment; filename="${name}"`)
+      .send(createReadStream(path));
   });
 
   app.get('/api/availability', async (req) => {

@@ -46,6 +46,16 @@ export function openApiDocument(): Record<string, unknown> {
       '/api/robot': { get: { summary: 'Latest robot, link, safety, control and acquisition status', responses: { '200': { description: 'status' }, ...errors } } },
       '/api/acquisitions': { get: { summary: 'The tenant’s acquisition log, newest first', parameters: [{ name: 'limit', in: 'query', schema: { type: 'integer', maximum: 1000 } }], responses: { '200': { description: 'list' }, ...errors } } },
       '/api/acquisitions/{uid}': { get: { summary: 'One acquisition with its transitions', parameters: [{ name: 'uid', in: 'path', required: true, schema: { type: 'string' } }], responses: { '200': { description: 'acquisition' }, '404': { description: 'not found', ...json(error) }, ...errors } } },
+      '/api/acquisitions/{uid}/files/{name}': {
+        get: {
+          summary: 'A completed acquisition’s volume.mha, tracked-frames.igs.mha or reconstruction.xml (audited)',
+          parameters: [
+            { name: 'uid', in: 'path', required: true, schema: { type: 'string' } },
+            { name: 'name', in: 'path', required: true, schema: { enum: ['volume.mha', 'tracked-frames.igs.mha', 'reconstruction.xml'] } },
+          ],
+          responses: { '200': { description: 'the file' }, '404': { description: 'no such acquisition or file (yet)', ...json(error) }, ...errors },
+        },
+      },
       '/api/availability': { get: { summary: 'Robot up/down history', responses: { '200': { description: 'list' }, ...errors } } },
       '/api/audit': { get: { summary: 'Audit log (admins); reading it is itself audited', responses: { '200': { description: 'list' }, ...errors } } },
       '/ws/operator': { get: { summary: 'Tele-operation WebSocket (sonographer); messages in protocols/teleop.ts', responses: { '101': { description: 'upgraded' }, ...errors } } },

@@ -2,11 +2,13 @@
 // robot driver, safety supervisor, acquisition controller, tele-operation session and HTTP
 // server, and shuts them down in the reverse order.
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { Subscription } from 'rxjs';
-import { AcquisitionController, SafetySupervisor, TeleopSession } from '../controller/index.ts';
-import { toEco3dError, type RobotDriver } from '../protocols/index.ts';
+import { AcquisitionController, SafetySupervisor, TeleopSession, type AcquisitionSnapshot } from '../controller/index.ts';
+import { Eco3dError, toEco3dError, type RobotDriver } from '../protocols/index.ts';
 import {
   acquireDataDirLock,
   appendAudit,
@@ -32,11 +34,13 @@ import {
   type Database,
   type DataDirLock,
 } from '../store/index.ts';
-import { buildApp, type ApiRepo } from './app.ts';
+import { ACQUISITION_FILES, buildApp, type ApiRepo } from './app.ts';
 import { generatePassword, hashPassword, newSecret } from './auth-crypto.ts';
 import { AuthService, type AuthRepo } from './auth.ts';
 import type { ServerConfig } from './config.ts';
 import { createDriver } from './drivers.ts';
+import { SweepImaging } from './imaging.ts';
+import type { ReconstructArgs, ReconstructReport } from './reconstruct-command.ts';
 import type { Logger } from './log.ts';
 import { TeleopWsGateway } from './teleop-ws.ts';
 import { loadTls } from './tls.ts';
@@ -103,9 +107,10 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     );
     cleanups.push(() => safety.close());
 
-    const acquisition = new AcquisitionController({
+    const acquisition: AcquisitionController = new AcquisitionController({
       driver,
       safety,
+      framesAcquired: (uid) => imaging.frameCount(uid),
       recorder: {
         record: async (t) => {
           await recordAcquisitionTransition(db, t);
@@ -115,6 +120,24 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
       logger: log,
     });
     cleanups.push(() => acquisition.close());
+
+    // Uncompressed frames: deflating ~100 MB in this process would stall the control loop; the
+    // reconstruction runs in a child process for the same reason.
+    const imaging: SweepImaging = new SweepImaging(
+      driver.state$,
+      {
+        get snapshot(): AcquisitionSnapshot {
+          return acquisition.snapshot;
+        },
+      },
+      { compressFrames: false },
+    );
+    const imagingWork = reconstructCompletedAcquisitions(acquisition, imaging, acquisitionsDir(cfg.dataDir), log);
+    cleanups.push(async () => {
+      imagingWork.subscription.unsubscribe();
+      await imagingWork.idle();
+      imaging.close();
+    });
 
     const audit = (actor: string, action: string, detail?: Record<string, unknown>): void => {
       appendAudit(db, { tenantId: cfg.tenantId, actor, action, target: cfg.deviceId, ...(detail === undefined ? {} : { detail }) }).catch((err: unknown) =>
@@ -141,7 +164,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     const app = await buildApp({
       log,
       auth: new AuthService(authRepo(db), secret),
-      repo: apiRepo(db, cfg.deviceId),
+      repo: apiRepo(db, cfg.deviceId, cfg.dataDir),
       teleop: gateway,
       health: async () => ({
         db: await db.query('SELECT 1').then(
@@ -180,6 +203,61 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     await cleanup();
     throw err;
   }
+}
+
+export const acquisitionsDir = (dataDir: string): string => join(dataDir, 'acquisitions');
+
+/** After each completed acquisition: its frames, config and volume under <data>/acquisitions/<uid>/. */
+function reconstructCompletedAcquisitions(
+  acquisition: AcquisitionController,
+  imaging: SweepImaging,
+  baseDir: string,
+  log: Logger,
+): { subscription: Subscription; idle: () => Promise<void> } {
+  let tail: Promise<void> = Promise.resolve();
+  const done = new Set<string>();
+  const subscription = acquisition.state$.subscribe((s) => {
+    const r = s.result;
+    if (r === null || done.has(r.acquisitionUid)) return;
+    done.add(r.acquisitionUid);
+    if (r.outcome !== 'completed') {
+      imaging.discard(r.acquisitionUid);
+      return;
+    }
+    const uid = r.acquisitionUid;
+    const dir = join(baseDir, uid);
+    tail = tail
+      .then(async () => {
+        mkdirSync(dir, { recursive: true });
+        const result = await imaging.finish(uid, dir, reconstructInChildProcess);
+        log.info({ acquisitionUid: uid, frames: result.frames, droppedFrames: result.droppedFrames, volume: result.volume?.dims }, 'acquisition reconstructed');
+      })
+      .catch((err: unknown) => log.error({ acquisitionUid: uid, err: toEco3dError(err).message }, 'reconstruction failed'));
+  });
+  return { subscription, idle: () => tail };
+}
+
+/** `eco3d reconstruct` in a child process: minutes of CPU never run on the control loop. */
+function reconstructInChildProcess(a: ReconstructArgs): Promise<ReconstructReport> {
+  const bin = fileURLToPath(new URL('../bin/eco3d.mjs', import.meta.url));
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      [bin, 'reconstruct', '--config-file', a.configFile, '--source-seq-file', a.sourceSeqFile, '--output-volume-file', a.outputVolumeFile, '--threads', '1'],
+      { maxBuffer: 16 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        if (err !== null) {
+          reject(new Eco3dError('ECO3D_ERR_INTERNAL', `eco3d reconstruct failed: ${stderr.trim().split('\n').pop() ?? err.message}`, { cause: err }));
+          return;
+        }
+        try {
+          resolve(JSON.parse(stdout.trim().split('\n').pop()!) as ReconstructReport);
+        } catch (e) {
+          reject(new Eco3dError('ECO3D_ERR_INTERNAL', 'eco3d reconstruct printed no report', { cause: e }));
+        }
+      },
+    );
+  });
 }
 
 function loadOrCreateSecret(dataDir: string): string {
@@ -242,14 +320,22 @@ function authRepo(db: Database): AuthRepo {
 
 const AVAILABILITY_WINDOW_MS = 31 * 24 * 3600 * 1000;
 
-function apiRepo(db: Database, deviceId: string): ApiRepo {
+function apiRepo(db: Database, deviceId: string, dataDir: string): ApiRepo {
+  const filesOf = (uid: string): string[] =>
+    Object.keys(ACQUISITION_FILES).filter((n) => existsSync(join(acquisitionsDir(dataDir), uid, n)));
   return {
+    acquisitionFile: async (tenantId, uid, name) => {
+      // The tenant check comes first: a UID of another hospital reads as absent.
+      if ((await getAcquisition(db, tenantId, uid)) === undefined) return null;
+      const path = join(acquisitionsDir(dataDir), uid, name);
+      return existsSync(path) ? path : null;
+    },
     createAccount: async (a) => ({ id: (await createAccount(db, a)).id }),
     tenantExists: async (id) => (await getTenant(db, id)) !== undefined,
     listAcquisitions: (tenantId, limit) => listAcquisitions(db, tenantId, limit),
     getAcquisition: async (tenantId, uid) => {
       const a = await getAcquisition(db, tenantId, uid);
-      return a === undefined ? null : { ...a, transitions: await listAcquisitionTransitions(db, tenantId, uid) };
+      return a === undefined ? null : { ...a, transitions: await listAcquisitionTransitions(db, tenantId, uid), files: filesOf(uid) };
     },
     listAvailability: async (tenantId, limit) => {
       const toMs = Date.now() + 1;

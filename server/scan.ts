@@ -3,34 +3,19 @@
 // state machine as in `eco3d start`.
 //
 // The B-mode frames come from the ultrasound simulator, sampled at the probe pose the robot
-// reports (30 fps on the robot's clock), whatever transport the robot is on.
+// reports, whatever transport the robot is on (server/imaging.ts).
 //
 // Output (DICOM arrives with the DICOM work):
 //   acquisition.json        uid, outcome, every transition, the sweep
 //   tracked-poses.csv       the probe pose and contact force at every robot state while scanning
-//   tracked-frames.igs.mha  the B-mode frames of the sweep phase, PLUS sequence metafile with a
-//                           ProbeToReference transform per frame
-//   reconstruction.xml      a PLUS device-set config: the ImageToProbe calibration and the
-//                           VolumeReconstruction options used
-//   volume.mha              the reconstructed volume: exactly what `eco3d reconstruct
-//                           --config-file reconstruction.xml --source-seq-file
-//                           tracked-frames.igs.mha` produces (the scan runs that same code)
+//   tracked-frames.igs.mha, reconstruction.xml, volume.mha   see server/imaging.ts
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { combineLatest, firstValueFrom, throwError } from 'rxjs';
 import { filter, timeout } from 'rxjs/operators';
-import { AcquisitionController, SafetySupervisor, sweepPlanFromRequest, type CommandSource } from '../controller/index.ts';
-import {
-  Eco3dError,
-  mat4Invert,
-  mat4Mul,
-  toEco3dError,
-  writePlusSequenceFile,
-  type AcquisitionTransition,
-  type Mat4,
-  type PlusFrameToWrite,
-} from '../protocols/index.ts';
-import { createPhantom, imageGeometry, imageToProbe, UltrasoundSimulator, ultrasoundFrames$ } from '../sim/index.ts';
+import { AcquisitionController, SafetySupervisor, sweepPlanFromRequest, type AcquisitionSnapshot, type CommandSource } from '../controller/index.ts';
+import { Eco3dError, toEco3dError, type AcquisitionTransition } from '../protocols/index.ts';
+import { SweepImaging } from './imaging.ts';
 import { runReconstruct, type ReconstructReport } from './reconstruct-command.ts';
 import type { RobotTarget } from './config.ts';
 import { createDriver } from './drivers.ts';
@@ -87,9 +72,23 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
   const transitions: AcquisitionTransition[] = [];
   const writeLog = (extra: Record<string, unknown> = {}): void =>
     writeFileSync(join(o.outDir, 'acquisition.json'), `${JSON.stringify({ robot: o.robot, transitions, ...extra }, null, 2)}\n`);
-  const acquisition = new AcquisitionController({
+  // The imaging reads the acquisition's state, and the acquisition reads the frame count back.
+  const imaging: SweepImaging = new SweepImaging(
+    driver.state$,
+    {
+      get snapshot(): AcquisitionSnapshot {
+        return acquisition.snapshot;
+      },
+    },
+    {
+      ...(o.phantomSeed === undefined ? {} : { phantomSeed: o.phantomSeed }),
+      ...(o.outputSpacingMm === undefined ? {} : { outputSpacingMm: o.outputSpacingMm }),
+    },
+  );
+  const acquisition: AcquisitionController = new AcquisitionController({
     driver,
     safety,
+    framesAcquired: (uid) => imaging.frameCount(uid),
     recorder: {
       record: async (t) => {
         transitions.push(t);
@@ -101,19 +100,6 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
   const csv = createWriteStream(join(o.outDir, 'tracked-poses.csv'));
   csv.write('t_ms,x_mm,y_mm,z_mm,qx,qy,qz,qw,force_n\n');
   let trackedPoses = 0;
-  // Frames are recorded during the sweep phase only: approach, descent and lift-off images show
-  // air, and pasting them would darken the volume.
-  const usSim = new UltrasoundSimulator(createPhantom(o.phantomSeed ?? 1));
-  const recorded: PlusFrameToWrite[] = [];
-  const probeFromImage = mat4Invert(imageToProbe(usSim.probe))!;
-  const framesSub = ultrasoundFrames$(
-    usSim,
-    driver.state$.pipe(filter(() => acquisition.snapshot.state === 'scanning' && acquisition.snapshot.sweepPhase === 'sweep')),
-  ).subscribe((f) => {
-    // ProbeToReference = ImageToReference · ProbeToImage: what a tracker would have recorded.
-    const probeToReference: Mat4 = mat4Mul(f.imageToReference, probeFromImage);
-    recorded.push({ timestampS: f.tMs / 1000, pixels: f.pixels, transforms: new Map([['ProbeToReference', probeToReference]]) });
-  });
   const sub = driver.state$.subscribe((s) => {
     if (acquisition.snapshot.state !== 'scanning') return;
     const p = s.tcpPose.positionMm;
@@ -140,57 +126,26 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
     o.log.info({ uid }, 'scan started');
     const result = await acquisition.whenDone();
     writeLog({ result });
-    framesSub.unsubscribe();
     if (result.outcome !== 'completed') {
-      return { outcome: 'aborted', acquisitionUid: uid, reason: `${result.reason}: ${result.detail}`, outDir: o.outDir, trackedPoses, trackedFrames: recorded.length };
+      return { outcome: 'aborted', acquisitionUid: uid, reason: `${result.reason}: ${result.detail}`, outDir: o.outDir, trackedPoses, trackedFrames: imaging.frameCount(uid) };
     }
-    const volume = await writeFramesAndReconstruct(o.outDir, usSim, recorded, o.outputSpacingMm ?? 0.5);
-    return { outcome: 'completed', acquisitionUid: uid, outDir: o.outDir, trackedPoses, trackedFrames: recorded.length, volume };
+    const images = await imaging.finish(uid, o.outDir, runReconstruct);
+    return {
+      outcome: 'completed',
+      acquisitionUid: uid,
+      outDir: o.outDir,
+      trackedPoses,
+      trackedFrames: images.frames,
+      ...(images.volume === undefined ? {} : { volume: images.volume }),
+    };
   } finally {
-    framesSub.unsubscribe();
+    imaging.close();
     sub.unsubscribe();
     await new Promise<void>((resolve) => csv.end(resolve));
     await acquisition.close().catch((err: unknown) => o.log.error({ err: toEco3dError(err).message }, 'closing the acquisition failed'));
     safety.close();
     await driver.close();
   }
-}
-
-/** Writes the PLUS sequence and config of the sweep, then reconstructs them like `eco3d reconstruct`. */
-async function writeFramesAndReconstruct(
-  outDir: string,
-  usSim: UltrasoundSimulator,
-  frames: readonly PlusFrameToWrite[],
-  spacingMm: number,
-): Promise<ReconstructReport | undefined> {
-  if (frames.length === 0) return undefined;
-  const g = imageGeometry(usSim.probe);
-  const seqFile = join(outDir, 'tracked-frames.igs.mha');
-  const configFile = join(outDir, 'reconstruction.xml');
-  await writePlusSequenceFile(seqFile, { width: g.widthPx, height: g.heightPx, frames });
-  const fan = g.fan;
-  const clip =
-    fan === null
-      ? ''
-      : `\n    FanAnglesDeg="${fan.anglesDeg[0]} ${fan.anglesDeg[1]}" FanOriginPixel="${fan.originPx.u} ${fan.originPx.v}" FanRadiusStartPixel="${fan.radiusStartPx}" FanRadiusStopPixel="${fan.radiusStopPx}"`;
-  writeFileSync(
-    configFile,
-    `<PlusConfiguration version="2.1">
-  <CoordinateDefinitions>
-    <Transform From="Image" To="Probe" Matrix="${[...imageToProbe(usSim.probe)].join(' ')}" />
-  </CoordinateDefinitions>
-  <VolumeReconstruction ImageCoordinateFrame="Image" ReferenceCoordinateFrame="Reference"
-    OutputSpacing="${spacingMm} ${spacingMm} ${spacingMm}"
-    Interpolation="NEAREST_NEIGHBOR" CompoundingMode="MEAN"${clip}
-    FillHoles="ON" NumberOfThreads="1">
-    <HoleFilling>
-      <HoleFillingElement Type="STICK" StickLengthLimit="9" NumberOfSticksToUse="1" />
-    </HoleFilling>
-  </VolumeReconstruction>
-</PlusConfiguration>
-`,
-  );
-  return runReconstruct({ configFile, sourceSeqFile: seqFile, outputVolumeFile: join(outDir, 'volume.mha') });
 }
 
 async function connectWithin(driver: { connect(): Promise<void> }, timeoutMs: number): Promise<void> {

@@ -2,6 +2,7 @@
 // WebSockets. Each fault of the robot-control issue that lives at this level has a test here.
 import assert from 'node:assert/strict';
 import { after, afterEach, before, describe, test } from 'node:test';
+import { decodeMetaImageVolume } from '../protocols/index.ts';
 import type { SimRobotDriver } from '../sim/index.ts';
 import { databasesUnderTest } from '../store/testing.ts';
 import { errorCode, robotOf, startTestServer, type TestServer } from './harness.ts';
@@ -204,6 +205,35 @@ for (const database of databasesUnderTest()) describe(`tele-operation over WebSo
       await op.request({ type: 'release-control' }).catch(() => undefined);
       op.kill();
     }
+  });
+
+  test('a completed sweep yields its tracked frames and a reconstructed volume, served per tenant', async () => {
+    const bs = await t.connect('bedside', bedside);
+    const plan = { kind: 'linear', startMm: { x: 450, y: -15 }, headingDeg: 0, lengthMm: 30, speedMmPerS: 15 };
+    assert.equal(errorCode(await bs.request({ type: 'sweep-start', plan })), 'ack');
+    const running = await bs.status((s) => s.acquisition.uid !== null && s.acquisition.state !== 'idle', 5000, 'acquisition running');
+    const uid = running.acquisition.uid!;
+    await bs.status((s) => s.acquisition.uid === uid && s.acquisition.state === 'completed', 30_000, 'acquisition completed');
+    // The reconstruction runs in a child process after completion: wait for its files.
+    let rec = await t.api(`/api/acquisitions/${uid}`, { token: sonographer });
+    for (let i = 0; i < 100 && !(rec.body.files as string[]).includes('volume.mha'); i++) {
+      await new Promise<void>((r) => setTimeout(r, 200));
+      rec = await t.api(`/api/acquisitions/${uid}`, { token: sonographer });
+    }
+    assert.deepEqual([...(rec.body.files as string[])].sort(), ['reconstruction.xml', 'tracked-frames.igs.mha', 'volume.mha']);
+    assert.ok(rec.body.framesAcquired > 20, `framesAcquired ${rec.body.framesAcquired}`);
+    const res = await fetch(`${t.url}/api/acquisitions/${uid}/files/volume.mha`, { headers: { authorization: `Bearer ${sonographer}` } });
+    assert.equal(res.status, 200);
+    const volume = decodeMetaImageVolume(new Uint8Array(await res.arrayBuffer()), { source: 'volume.mha' });
+    assert.ok(volume.grid.dims.every((n) => n > 10), `dims ${volume.grid.dims.join('×')}`);
+    assert.ok(volume.data.some((v) => v > 0), 'the volume has data');
+    // Another hospital's account cannot read it, and an unknown file name is refused.
+    const admin = await t.login('admin', 'admin-password-for-tests');
+    const other = await t.api(`/api/acquisitions/${uid}/files/volume.mha`, { token: admin });
+    assert.equal(other.status, 404);
+    const bad = await t.api(`/api/acquisitions/${uid}/files/..%2Fsecret.key`, { token: sonographer });
+    assert.equal(bad.status, 404);
+    assert.equal(bad.body.code, 'ECO3D_ERR_NOT_FOUND');
   });
 
   test('every control action is in the audit log', async () => {

@@ -1,0 +1,141 @@
+// The imaging side of an acquisition, shared by `eco3d scan` and `eco3d start`: B-mode frames are
+// sampled from the ultrasound simulator at the probe pose the robot reports (30 fps on the
+// robot's clock) during the sweep phase, then written as PLUS files and reconstructed.
+//
+// Frames are recorded during the sweep phase only: approach, descent and lift-off images show
+// air, and pasting them would darken the volume.
+//
+// Per acquisition, in its folder:
+//   tracked-frames.igs.mha  the frames, PLUS sequence metafile, a ProbeToReference transform each
+//   reconstruction.xml      a PLUS device-set config: the ImageToProbe calibration and the
+//                           VolumeReconstruction options used
+//   volume.mha              what `eco3d reconstruct --config-file reconstruction.xml
+//                           --source-seq-file tracked-frames.igs.mha` produces (it runs that code)
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Observable, Subscription } from 'rxjs';
+import { filter } from 'rxjs/operators';
+import type { AcquisitionSnapshot } from '../controller/index.ts';
+import { mat4Invert, mat4Mul, writePlusSequenceFile, type Mat4, type PlusFrameToWrite, type RobotState } from '../protocols/index.ts';
+import { createPhantom, imageGeometry, imageToProbe, UltrasoundSimulator, ultrasoundFrames$ } from '../sim/index.ts';
+import type { ReconstructArgs, ReconstructReport } from './reconstruct-command.ts';
+
+export interface SweepImagingOptions {
+  /** Seed of the simulated phantom. */
+  readonly phantomSeed?: number;
+  /** Voxel size of volume.mha. */
+  readonly outputSpacingMm?: number;
+  /**
+   * Frames kept per acquisition (640×480 = 300 kB each; 1800 = 60 s at 30 fps ≈ 550 MB). Frames
+   * past it are counted as dropped, never silently lost.
+   */
+  readonly maxFrames?: number;
+  /** Compress tracked-frames.igs.mha (zlib). Off in the server: deflating ~100 MB would block the control loop. */
+  readonly compressFrames?: boolean;
+}
+
+export interface SweepImagingResult {
+  readonly frames: number;
+  readonly droppedFrames: number;
+  readonly volume: ReconstructReport | undefined;
+}
+
+export class SweepImaging {
+  readonly simulator: UltrasoundSimulator;
+  private readonly probeFromImage: Mat4;
+  private readonly maxFrames: number;
+  private recorded: PlusFrameToWrite[] = [];
+  private uid: string | null = null;
+  private dropped = 0;
+  private readonly sub: Subscription;
+
+  constructor(
+    states$: Observable<RobotState>,
+    private readonly acquisition: { readonly snapshot: AcquisitionSnapshot },
+    private readonly opts: SweepImagingOptions = {},
+  ) {
+    this.simulator = new UltrasoundSimulator(createPhantom(opts.phantomSeed ?? 1));
+    this.probeFromImage = mat4Invert(imageToProbe(this.simulator.probe))!;
+    this.maxFrames = opts.maxFrames ?? 1800;
+    const inSweep = (): boolean => acquisition.snapshot.state === 'scanning' && acquisition.snapshot.sweepPhase === 'sweep';
+    this.sub = ultrasoundFrames$(this.simulator, states$.pipe(filter(inSweep))).subscribe((f) => {
+      const uid = acquisition.snapshot.acquisitionUid;
+      if (uid !== this.uid) {
+        this.uid = uid;
+        this.recorded = [];
+        this.dropped = 0;
+      }
+      if (this.recorded.length >= this.maxFrames) {
+        this.dropped++;
+        return;
+      }
+      // ProbeToReference = ImageToReference · ProbeToImage: what a tracker would have recorded.
+      const probeToReference = mat4Mul(f.imageToReference, this.probeFromImage);
+      this.recorded.push({ timestampS: f.tMs / 1000, pixels: f.pixels, transforms: new Map([['ProbeToReference', probeToReference]]) });
+    });
+  }
+
+  /** Frames recorded so far for this acquisition (the acquisition's `framesAcquired`). */
+  frameCount(acquisitionUid: string): number {
+    return this.uid === acquisitionUid ? this.recorded.length : 0;
+  }
+
+  /**
+   * Writes the acquisition's frames and config into `dir` and reconstructs them with `reconstruct`
+   * (in-process for the CLI; a child process in the server, off the control loop). Releases the
+   * frames from memory.
+   */
+  async finish(
+    acquisitionUid: string,
+    dir: string,
+    reconstruct: (args: ReconstructArgs) => Promise<ReconstructReport>,
+  ): Promise<SweepImagingResult> {
+    const frames = this.uid === acquisitionUid ? this.recorded : [];
+    const droppedFrames = this.uid === acquisitionUid ? this.dropped : 0;
+    this.recorded = [];
+    this.uid = null;
+    if (frames.length === 0) return { frames: 0, droppedFrames, volume: undefined };
+    const g = imageGeometry(this.simulator.probe);
+    const seqFile = join(dir, 'tracked-frames.igs.mha');
+    const configFile = join(dir, 'reconstruction.xml');
+    await writePlusSequenceFile(seqFile, { width: g.widthPx, height: g.heightPx, frames }, { compress: this.opts.compressFrames ?? true });
+    writeFileSync(configFile, reconstructionConfigXml(this.simulator, this.opts.outputSpacingMm ?? 0.5));
+    const volume = await reconstruct({ configFile, sourceSeqFile: seqFile, outputVolumeFile: join(dir, 'volume.mha') });
+    return { frames: frames.length, droppedFrames, volume };
+  }
+
+  /** Drops the frames of an acquisition that will not be reconstructed (it aborted). */
+  discard(acquisitionUid: string): void {
+    if (this.uid !== acquisitionUid) return;
+    this.recorded = [];
+    this.uid = null;
+  }
+
+  close(): void {
+    this.sub.unsubscribe();
+    this.recorded = [];
+  }
+}
+
+/** A PLUS device-set config with this probe's calibration and our default reconstruction. */
+function reconstructionConfigXml(sim: UltrasoundSimulator, spacingMm: number): string {
+  const fan = imageGeometry(sim.probe).fan;
+  const clip =
+    fan === null
+      ? ''
+      : `\n    FanAnglesDeg="${fan.anglesDeg[0]} ${fan.anglesDeg[1]}" FanOriginPixel="${fan.originPx.u} ${fan.originPx.v}" FanRadiusStartPixel="${fan.radiusStartPx}" FanRadiusStopPixel="${fan.radiusStopPx}"`;
+  return `<PlusConfiguration version="2.1">
+  <CoordinateDefinitions>
+    <Transform From="Image" To="Probe" Matrix="${[...imageToProbe(sim.probe)].join(' ')}" />
+  </CoordinateDefinitions>
+  <VolumeReconstruction ImageCoordinateFrame="Image" ReferenceCoordinateFrame="Reference"
+    OutputSpacing="${spacingMm} ${spacingMm} ${spacingMm}"
+    Interpolation="NEAREST_NEIGHBOR" CompoundingMode="MEAN"${clip}
+    FillHoles="ON" NumberOfThreads="1">
+    <HoleFilling>
+      <HoleFillingElement Type="STICK" StickLengthLimit="9" NumberOfSticksToUse="1" />
+    </HoleFilling>
+  </VolumeReconstruction>
+</PlusConfiguration>
+`;
+}
