@@ -23,6 +23,7 @@ import type { LinearSweepPlan } from './trajectory.ts';
 import { FakeRobotDriver } from './testing/fake-driver.ts';
 import { SpringPlant } from './testing/spring-plant.ts';
 import { VirtualTime } from './testing/virtual-time.ts';
+import { rejectsWith } from '../protocols/testing.ts';
 
 const SYSTEM: CommandSource = { role: 'system', actor: 'scan-cli' };
 const OPERATOR: CommandSource = { role: 'operator', actor: 'op-1' };
@@ -178,9 +179,6 @@ async function assertRobotStopped(r: Rig): Promise<void> {
   assert.ok(r.plant.mode !== 'jogging' && r.plant.mode !== 'moving', `robot ${r.plant.mode}`);
 }
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<void> {
-  await assert.rejects(p, (e: unknown) => e instanceof Eco3dError && e.code === code);
-}
 
 void describe('AcquisitionController', () => {
   void test('a whole acquisition: start → reach-start → finish, recorded in order, robot stopped', async (t) => {

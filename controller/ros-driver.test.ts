@@ -10,6 +10,7 @@ import type { LinkStatus, RobotCommand, RobotCommandKind, RobotDriver, RobotStat
 import { serveRosbridge, type RosbridgeServerHandle } from '../sim/rosbridge-server.ts';
 import { SimRobotDriver } from '../sim/sim-driver.ts';
 import { RosRobotDriver } from './ros-driver.ts';
+import { rejectsWith } from '../protocols/testing.ts';
 
 // ---------------------------------------------------------------------------------------------
 // The robot behind the bridge: a small fake (states at 250 Hz, integrates jogs, records
@@ -87,13 +88,6 @@ async function waitUntil(pred: () => boolean, ms: number, what: string): Promise
   }
 }
 
-function rejectsWith(p: Promise<unknown>, code: string): Promise<void> {
-  return assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof Eco3dError, `expected an Eco3dError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return true;
-  });
-}
 
 /** A ROS user's client: plain roslib, its default transport, nothing of ours. */
 function rosUserConnect(url: string): Promise<Ros> {

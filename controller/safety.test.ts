@@ -18,6 +18,7 @@ import {
 } from './safety.ts';
 import { FakeRobotDriver, zeroWrench } from './testing/fake-driver.ts';
 import { flushMicrotasks, VirtualTime } from './testing/virtual-time.ts';
+import { rejectsWith } from '../protocols/testing.ts';
 
 const OPERATOR: CommandSource = { role: 'operator', actor: 'op-1' };
 const BEDSIDE: CommandSource = { role: 'bedside', actor: 'nurse-1' };
@@ -51,16 +52,6 @@ function rig(t: TestContext, config?: Partial<SafetyConfig>, driverOpts?: Constr
   return { vt, driver, sup, events };
 }
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode): Promise<Eco3dError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof Eco3dError, `expected an Eco3dError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return err;
-  }
-  assert.fail(`expected a rejection with ${code}`);
-}
 
 void describe('config', () => {
   void test('defaults match the brief', () => {

@@ -15,6 +15,7 @@ import type { DriverStats, LinkStatus, RobotCommand, RobotDriver, RobotState } f
 import { encodeFrame, SerialFrameDecoder, type SerialMessage } from '../protocols/serial.ts';
 import { startSerialServer, type SerialServerHandle, type SerialServerOptions } from '../sim/serial-server.ts';
 import { SerialRobotDriver, type SerialRobotDriverOptions } from './serial-driver.ts';
+import { rejectsWith } from '../protocols/testing.ts';
 
 // ---------------------------------------------------------------------------------------------
 // A fake robot: states at 500 Hz, commands recorded, replies scripted per command kind.
@@ -98,16 +99,6 @@ function nStates(driver: SerialRobotDriver, n: number, ms = WAIT_MS): Promise<Ro
   return firstMatch(driver.state$, () => ++seen > n, ms, `${n} states`);
 }
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<Eco3dError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof Eco3dError, `expected an Eco3dError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    return err;
-  }
-  assert.fail(`expected a rejection with ${code}`);
-}
 
 const tmpDirs: string[] = [];
 after(() => {

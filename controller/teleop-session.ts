@@ -10,8 +10,7 @@
 // - When the holder leaves, the lock is released and any manual motion of theirs is stopped.
 // - Only `heartbeat` feeds the deadman. A motion command is not a heartbeat: a UI stuck sending
 //   jogs must still be stopped when the person stops holding the deadman.
-import { BehaviorSubject, combineLatest, type Observable, type Subscription } from 'rxjs';
-import { map } from 'rxjs/operators';
+import { BehaviorSubject, combineLatest, type Subscription } from 'rxjs';
 import {
   Eco3dError,
   HOME_POSE,
@@ -69,10 +68,8 @@ export class TeleopSession {
   private readonly now: () => number;
   /** connId of the participant whose manual jog may be in progress. */
   private jogging: string | null = null;
-  private latest: TeleopStatus;
-
-  /** The status broadcast: replays the latest, then every change of any part. */
-  readonly status$: Observable<TeleopStatus>;
+  /** The latest of every part of the status; composed only when asked (30 Hz), not per state (250 Hz). */
+  private inputs: readonly [RobotState, LinkStatus, SafetyStatus, AcquisitionSnapshot, Holder, AcquisitionProgress | null] | null = null;
 
   constructor(deps: TeleopSessionDeps) {
     this.deps = deps;
@@ -83,21 +80,16 @@ export class TeleopSession {
         if (s.acquisitionUid !== this.progress$.getValue()?.acquisitionUid) this.progress$.next(null);
       }),
     );
-    this.latest = emptyStatus(this.now());
-    this.status$ = combineLatest([
-      deps.driver.state$,
-      deps.driver.link$,
-      deps.safety.status$,
-      deps.acquisition.state$,
-      this.holder$,
-      this.progress$,
-    ]).pipe(map(([robot, link, safety, acq, holder, progress]) => this.compose(robot, link, safety, acq, holder, progress)));
-    this.subs.push(this.status$.subscribe((s) => (this.latest = s)));
+    this.subs.push(
+      combineLatest([deps.driver.state$, deps.driver.link$, deps.safety.status$, deps.acquisition.state$, this.holder$, this.progress$]).subscribe(
+        (i) => (this.inputs = i),
+      ),
+    );
   }
 
-  /** The latest status, for polling clients (`GET /api/robot`). */
+  /** The current status: the broadcast (30 Hz) and polling clients (`GET /api/robot`). */
   status(): TeleopStatus {
-    return this.latest;
+    return this.inputs === null ? emptyStatus(this.now()) : this.compose(...this.inputs);
   }
 
   get controlHolder(): string | null {

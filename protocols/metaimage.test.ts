@@ -7,6 +7,7 @@ import { deflateSync } from 'node:zlib';
 import { Eco3dError } from './errors.ts';
 import type { Volume } from './imaging.ts';
 import { decodeMetaImageVolume, encodeMetaImageVolume, readMetaImageVolumeFile, writeMetaImageVolumeFile } from './metaimage.ts';
+import { throwsWith } from './testing.ts';
 
 function sampleVolume(): Volume {
   const dims = [5, 4, 3] as const;
@@ -18,14 +19,9 @@ function sampleVolume(): Volume {
 const text = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
 const concat = (...parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat(parts));
 
-function assertBadFile(fn: () => unknown, ...fragments: string[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof Eco3dError, `not an Eco3dError: ${String(err)}`);
-    assert.equal(err.code, 'ECO3D_ERR_BAD_FILE');
-    for (const f of fragments) assert.ok(err.message.includes(f), `message ${JSON.stringify(err.message)} lacks ${JSON.stringify(f)}`);
-    return true;
-  });
-}
+const assertBadFile = (fn: () => unknown, ...fragments: string[]): void => {
+  throwsWith(fn, 'ECO3D_ERR_BAD_FILE', ...fragments);
+};
 
 test('volume round trip: read(write(v)) equals v, compressed and not', () => {
   const v = sampleVolume();

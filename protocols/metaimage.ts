@@ -389,8 +389,21 @@ function encodeVolumeParts(volume: Volume, opts: VolumeWriteOptions, elementData
     if (VOLUME_OWNED.has(k.toLowerCase()) || k.toLowerCase().startsWith('seq_frame')) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `extra field ${k} clashes with a field the volume writer owns`);
     fields.push([k, v]);
   }
+  return assembleMetaImage(fields, [['Seq_Frame0000_ImageStatus', 'OK']], payload, elementDataFile);
+}
+
+/**
+ * The file layout PLUS writes: ObjectType and NDims first, the other header fields sorted, then
+ * `tail` (per-frame fields), then the data; for a detached data file, the header alone.
+ */
+export function assembleMetaImage(
+  fields: Array<readonly [string, string]>,
+  tail: ReadonlyArray<readonly [string, string]>,
+  payload: Uint8Array,
+  elementDataFile: string,
+): { bytes: Uint8Array; header: Uint8Array; payload: Uint8Array } {
   fields.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  const all: Array<readonly [string, string]> = [['ObjectType', 'Image'], ['NDims', '3'], ...fields, ['Seq_Frame0000_ImageStatus', 'OK']];
+  const all: Array<readonly [string, string]> = [['ObjectType', 'Image'], ['NDims', '3'], ...fields, ...tail];
   const header = serializeMetaImage(all, new Uint8Array(0), elementDataFile);
   return { bytes: elementDataFile === 'LOCAL' ? serializeMetaImage(all, payload) : header, header, payload };
 }

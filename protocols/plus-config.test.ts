@@ -1,16 +1,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Eco3dError } from './errors.ts';
 import { parsePlusConfig, transformRepositoryFromConfig } from './plus-config.ts';
+import { throwsWith } from './testing.ts';
 
-function assertBadFile(fn: () => unknown, ...fragments: string[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof Eco3dError, `not an Eco3dError: ${String(err)}`);
-    assert.equal(err.code, 'ECO3D_ERR_BAD_FILE');
-    for (const f of fragments) assert.ok(err.message.includes(f), `message ${JSON.stringify(err.message)} lacks ${JSON.stringify(f)}`);
-    return true;
-  });
-}
+const assertBadFile = (fn: () => unknown, ...fragments: string[]): void => {
+  throwsWith(fn, 'ECO3D_ERR_BAD_FILE', ...fragments);
+};
 
 const COORDS = `
   <CoordinateDefinitions>

@@ -7,19 +7,15 @@ import { deflateSync } from 'node:zlib';
 import { Eco3dError } from './errors.ts';
 import type { Mat4 } from './imaging.ts';
 import { decodePlusSequence, encodePlusSequence, readPlusSequenceFile, writePlusSequenceFile, type PlusSequence, type PlusSequenceToWrite } from './plus-sequence.ts';
+import { throwsWith } from './testing.ts';
 
 const text = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
 const concat = (...parts: Uint8Array[]): Uint8Array => new Uint8Array(Buffer.concat(parts));
 const mat = (tx: number, ty: number, tz: number): Mat4 => new Float64Array([0, -1, 0, tx, 1, 0, 0, ty, 0, 0, 1, tz, 0, 0, 0, 1]);
 
-function assertBadFile(fn: () => unknown, ...fragments: string[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof Eco3dError, `not an Eco3dError: ${String(err)}`);
-    assert.equal(err.code, 'ECO3D_ERR_BAD_FILE');
-    for (const f of fragments) assert.ok(err.message.includes(f), `message ${JSON.stringify(err.message)} lacks ${JSON.stringify(f)}`);
-    return true;
-  });
-}
+const assertBadFile = (fn: () => unknown, ...fragments: string[]): void => {
+  throwsWith(fn, 'ECO3D_ERR_BAD_FILE', ...fragments);
+};
 
 // A tiny hand-written PLUS sequence: 3×2 frames, 3 frames, UF orientation, frame 1's image
 // INVALID, frame 2's ProbeToTracker INVALID, a transform without status, custom fields.

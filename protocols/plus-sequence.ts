@@ -32,7 +32,7 @@ import { Eco3dError } from './errors.ts';
 import { IDENTITY_MAT4, type Mat4 } from './imaging.ts';
 import {
   badFileError, compressMeta, formatNumber, metaField, parseElementType, parseMetaHeader, parseNumbers,
-  readFileBytes, readMetaImageFileParts, readMetaPixelBytes, serializeMetaImage, writeFileBytes,
+  readFileBytes, readMetaImageFileParts, readMetaPixelBytes, assembleMetaImage, writeFileBytes,
 } from './metaimage.ts';
 import { parseTransformName } from './plus-transforms.ts';
 
@@ -454,10 +454,7 @@ function encodeMetaSequenceParts(seq: PlusSequenceToWrite, compress: boolean, el
     ['UltrasoundImageType', 'BRIGHTNESS'],
     ...customHeader(seq),
   ];
-  fields.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  const all = [['ObjectType', 'Image'] as const, ['NDims', '3'] as const, ...fields, ...lines];
-  const header = serializeMetaImage(all, new Uint8Array(0), elementDataFile);
-  return { bytes: elementDataFile === 'LOCAL' ? serializeMetaImage(all, payload) : header, header, payload };
+  return assembleMetaImage(fields, lines, payload, elementDataFile);
 }
 
 function encodeNrrd(seq: PlusSequenceToWrite, compress: boolean): Uint8Array {

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { Eco3dError } from './errors.ts';
 import { mat4Invert, mat4Mul, type Mat4 } from './imaging.ts';
 import { decodePlusSequence, encodePlusSequence } from './plus-sequence.ts';
 import { parseTransformName, trackedFramesFromSequence, TransformRepository } from './plus-transforms.ts';
+import { throwsWith } from './testing.ts';
 
 const rigid = (angle: number, tx: number, ty: number, tz: number): Mat4 => {
   const c = Math.cos(angle), s = Math.sin(angle);
@@ -13,14 +13,9 @@ const close = (a: Mat4, b: Mat4): void => {
   for (let i = 0; i < 16; i++) assert.ok(Math.abs(a[i]! - b[i]!) < 1e-9, `entry ${i}: ${a[i]} vs ${b[i]}`);
 };
 
-function assertBadFile(fn: () => unknown, ...fragments: string[]): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.ok(err instanceof Eco3dError, `not an Eco3dError: ${String(err)}`);
-    assert.equal(err.code, 'ECO3D_ERR_BAD_FILE');
-    for (const f of fragments) assert.ok(err.message.includes(f), `message ${JSON.stringify(err.message)} lacks ${JSON.stringify(f)}`);
-    return true;
-  });
-}
+const assertBadFile = (fn: () => unknown, ...fragments: string[]): void => {
+  throwsWith(fn, 'ECO3D_ERR_BAD_FILE', ...fragments);
+};
 
 test('parseTransformName follows PLUS: exactly one "To" before an upper-case letter', () => {
   assert.deepEqual(parseTransformName('ProbeToTracker'), { from: 'Probe', to: 'Tracker' });

@@ -13,7 +13,7 @@
 //                           --source-seq-file tracked-frames.igs.mha` produces (it runs that code)
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Observable, Subscription } from 'rxjs';
+import { asyncScheduler, type Observable, type Subscription } from 'rxjs';
 import { filter } from 'rxjs/operators';
 import type { AcquisitionSnapshot } from '../controller/index.ts';
 import { mat4Invert, mat4Mul, writePlusSequenceFile, type Mat4, type PlusFrameToWrite, type RobotState } from '../protocols/index.ts';
@@ -47,19 +47,27 @@ export class SweepImaging {
   private recorded: PlusFrameToWrite[] = [];
   private uid: string | null = null;
   private dropped = 0;
+  /** The last acquisition finished or discarded. */
+  private ended: string | null = null;
   private readonly sub: Subscription;
 
   constructor(
     states$: Observable<RobotState>,
-    private readonly acquisition: { readonly snapshot: AcquisitionSnapshot },
+    /** The acquisition's current state (a function: the controller may be built after this). */
+    snapshot: () => AcquisitionSnapshot,
     private readonly opts: SweepImagingOptions = {},
   ) {
     this.simulator = new UltrasoundSimulator(createPhantom(opts.phantomSeed ?? 1));
     this.probeFromImage = mat4Invert(imageToProbe(this.simulator.probe))!;
     this.maxFrames = opts.maxFrames ?? 1800;
-    const inSweep = (): boolean => acquisition.snapshot.state === 'scanning' && acquisition.snapshot.sweepPhase === 'sweep';
-    this.sub = ultrasoundFrames$(this.simulator, states$.pipe(filter(inSweep))).subscribe((f) => {
-      const uid = acquisition.snapshot.acquisitionUid;
+    const inSweep = (): boolean => {
+      const s = snapshot();
+      return s.state === 'scanning' && s.sweepPhase === 'sweep';
+    };
+    this.sub = ultrasoundFrames$(this.simulator, states$.pipe(filter(inSweep)), 30, asyncScheduler).subscribe((f) => {
+      const uid = snapshot().acquisitionUid;
+      // A frame rendered after its acquisition was finished or discarded is not kept.
+      if (uid === null || uid === this.ended) return;
       if (uid !== this.uid) {
         this.uid = uid;
         this.recorded = [];
@@ -94,6 +102,7 @@ export class SweepImaging {
     const droppedFrames = this.uid === acquisitionUid ? this.dropped : 0;
     this.recorded = [];
     this.uid = null;
+    this.ended = acquisitionUid;
     if (frames.length === 0) return { frames: 0, droppedFrames, volume: undefined };
     const g = imageGeometry(this.simulator.probe);
     const seqFile = join(dir, 'tracked-frames.igs.mha');
@@ -106,6 +115,7 @@ export class SweepImaging {
 
   /** Drops the frames of an acquisition that will not be reconstructed (it aborted). */
   discard(acquisitionUid: string): void {
+    this.ended = acquisitionUid;
     if (this.uid !== acquisitionUid) return;
     this.recorded = [];
     this.uid = null;

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Subscription } from 'rxjs';
-import { AcquisitionController, SafetySupervisor, TeleopSession, type AcquisitionSnapshot } from '../controller/index.ts';
+import { AcquisitionController, SafetySupervisor, TeleopSession } from '../controller/index.ts';
 import { Eco3dError, toEco3dError, type RobotDriver } from '../protocols/index.ts';
 import {
   acquireDataDirLock,
@@ -125,11 +125,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     // reconstruction runs in a child process for the same reason.
     const imaging: SweepImaging = new SweepImaging(
       driver.state$,
-      {
-        get snapshot(): AcquisitionSnapshot {
-          return acquisition.snapshot;
-        },
-      },
+      () => acquisition.snapshot,
       { compressFrames: false },
     );
     const imagingWork = reconstructCompletedAcquisitions(acquisition, imaging, acquisitionsDir(cfg.dataDir), log);

@@ -13,7 +13,7 @@ import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { combineLatest, firstValueFrom, throwError } from 'rxjs';
 import { filter, timeout } from 'rxjs/operators';
-import { AcquisitionController, SafetySupervisor, sweepPlanFromRequest, type AcquisitionSnapshot, type CommandSource } from '../controller/index.ts';
+import { AcquisitionController, SafetySupervisor, sweepPlanFromRequest, type CommandSource } from '../controller/index.ts';
 import { Eco3dError, toEco3dError, type AcquisitionTransition } from '../protocols/index.ts';
 import { SweepImaging } from './imaging.ts';
 import { runReconstruct, type ReconstructReport } from './reconstruct-command.ts';
@@ -75,11 +75,7 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
   // The imaging reads the acquisition's state, and the acquisition reads the frame count back.
   const imaging: SweepImaging = new SweepImaging(
     driver.state$,
-    {
-      get snapshot(): AcquisitionSnapshot {
-        return acquisition.snapshot;
-      },
-    },
+    () => acquisition.snapshot,
     {
       ...(o.phantomSeed === undefined ? {} : { phantomSeed: o.phantomSeed }),
       ...(o.outputSpacingMm === undefined ? {} : { outputSpacingMm: o.outputSpacingMm }),

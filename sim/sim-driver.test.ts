@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it, type TestContext } from 'node:test';
 import type { LinkStatus, RobotCommand, RobotState } from '../protocols/robot.ts';
-import { Eco3dError, type ErrorCode } from '../protocols/errors.ts';
 import { SimRobotDriver } from './sim-driver.ts';
+import { rejectsWith } from '../protocols/testing.ts';
 
 const JOG: RobotCommand = { kind: 'jog', linearMmPerS: { x: 0, y: 20, z: 0 }, angularRadPerS: { x: 0, y: 0, z: 0 } };
 
@@ -15,14 +15,6 @@ function record(driver: SimRobotDriver): { states: RobotState[]; links: LinkStat
   return { states, links, done };
 }
 
-async function rejectsWith(p: Promise<unknown>, code: ErrorCode, message?: RegExp): Promise<void> {
-  await assert.rejects(p, (err: unknown) => {
-    assert.ok(err instanceof Eco3dError, `an Eco3dError, got ${String(err)}`);
-    assert.equal(err.code, code);
-    if (message !== undefined) assert.match(err.message, message);
-    return true;
-  });
-}
 
 /** Virtual time: node's mock timers (the driver's default clock is Date.now). */
 function virtualTime(t: TestContext): void {
