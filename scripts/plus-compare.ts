@@ -1,6 +1,7 @@
 // Compares `eco3d reconstruct` with the PLUS toolkit's reference reconstructions.
 //
 //   node --import tsx scripts/plus-compare.ts <PlusLibData dir> [case …] [--keep <dir>]
+//   node --import tsx scripts/plus-compare.ts --oracle <dir> [case …] [--keep <dir>]
 //
 // <PlusLibData dir> is a checkout (or extract) of PlusToolkit/PlusLibData holding
 // ConfigFiles/Testing/*.xml and TestImages/*. PLUS's data is never committed here: fetch it
@@ -19,11 +20,30 @@
 //   exact – share of the voxels both fill that are equal;
 // PASS when dice ≥ 0.9 and corr ≥ 0.95 (issue 3's thresholds). `--keep <dir>` keeps our volumes.
 // Exit code 1 when a case that ran failed.
-import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
+//
+// `--oracle <dir>` runs the cases of <dir>/cases.json instead: reference volumes made locally by
+// running PLUS's own reconstruction code (e.g. a build of IGSIO's VolumeReconstructorTest) on
+// configs that vary one option at a time, for the options PlusLibData has no reference volume for.
+// cases.json is `{ "cases": [{ "name", "config", "sequence", "reference", "transform", "note"? }] }`,
+// relative paths resolved against <dir>. Nothing of PLUS is kept in this repository. A case may add
+// "unfilled" (PLUS's volume with FillHoles OFF) and "accumulation" (PLUS's accumulation buffer,
+// `--output-volume-accumulation-file`): then our hole filling also runs alone on PLUS's unfilled
+// volume, holes = voxels whose PLUS accumulation is 0, and the line `fill-only` reports how many
+// of PLUS's holes we fill to a different value (and by how much at most).
+import { mkdir, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { readMetaImageFileParts, decodeMetaImageVolume, readMetaImageVolumeFile, type Volume } from '../protocols/index.ts';
+import { isAbsolute, join } from 'node:path';
+import {
+  decodeMetaImage,
+  decodeMetaImageVolume,
+  metaElementReader,
+  readMetaImageFileParts,
+  readMetaImageVolumeFile,
+  readPlusConfigFile,
+  type Volume,
+} from '../protocols/index.ts';
 import { runReconstruct } from '../server/reconstruct-command.ts';
+import { fillHoles } from '../streamer/index.ts';
 
 interface Case {
   readonly name: string;
@@ -34,6 +54,12 @@ interface Case {
   readonly transform: string;
   /** Why the case cannot run here (feature we do not support). */
   readonly unsupported?: string;
+  /**
+   * Oracle hole-filling cases: PLUS's volume before hole filling and its accumulation buffer, so
+   * our hole filling alone can be run on PLUS's own input and compared voxel for voxel.
+   */
+  readonly unfilled?: string;
+  readonly accumulation?: string;
 }
 
 const T = 'ConfigFiles/Testing/PlusDeviceSet_VolumeReconstructionOnly_';
@@ -73,6 +99,55 @@ const CASES: readonly Case[] = [
     transform: 'ImageToReference',
   },
 ];
+
+/** The cases of an oracle directory's cases.json, paths made absolute. */
+async function oracleCases(dir: string): Promise<Case[]> {
+  const raw = JSON.parse(await readFile(join(dir, 'cases.json'), 'utf8')) as { cases?: unknown };
+  if (!Array.isArray(raw.cases)) throw new Error(`${join(dir, 'cases.json')}: expected { "cases": [...] }`);
+  const abs = (p: string): string => (isAbsolute(p) ? p : join(dir, p));
+  return raw.cases.map((c: unknown, i: number): Case => {
+    const o = c as Record<string, unknown>;
+    for (const k of ['name', 'config', 'sequence', 'reference'] as const) {
+      if (typeof o[k] !== 'string') throw new Error(`${join(dir, 'cases.json')}: case ${i} has no string "${k}"`);
+    }
+    return {
+      name: o.name as string,
+      config: abs(o.config as string),
+      sequence: abs(o.sequence as string),
+      reference: [abs(o.reference as string)],
+      transform: typeof o.transform === 'string' ? o.transform : 'ImageToReference',
+      ...(typeof o.unfilled === 'string' && typeof o.accumulation === 'string' ? { unfilled: abs(o.unfilled), accumulation: abs(o.accumulation) } : {}),
+    };
+  });
+}
+
+/** Our hole filling on PLUS's unfilled volume and accumulation buffer, against PLUS's filled volume. */
+async function fillOnly(c: Case, configFile: string, plusFilled: Volume): Promise<string> {
+  const unfilled = await readReference(c.unfilled!);
+  const accImage = decodeMetaImage((await readMetaImageFileParts(c.accumulation!)).bytes, { source: c.accumulation! });
+  const n = unfilled.data.length;
+  if (accImage.dims.reduce((a, b) => a * b, 1) !== n || plusFilled.data.length !== n) return 'fill-only: grids differ, skipped';
+  const read = metaElementReader(accImage.elementType, accImage.bytes);
+  const accumulation = new Float32Array(n);
+  const coverage = new Uint8Array(n);
+  for (let i = 0; i < n; i++) {
+    accumulation[i] = read(i);
+    coverage[i] = accumulation[i]! > 0 ? 1 : 0;
+  }
+  const vr = (await readPlusConfigFile(configFile)).volumeReconstruction!;
+  const ours = fillHoles(unfilled, coverage, vr.holeFilling, { accumulation }).volume.data;
+  let holes = 0;
+  let differ = 0;
+  let maxDiff = 0;
+  for (let i = 0; i < n; i++) {
+    if (coverage[i] !== 0) continue;
+    holes++;
+    const d = Math.abs(ours[i]! - plusFilled.data[i]!);
+    if (d > 0) differ++;
+    if (d > maxDiff) maxDiff = d;
+  }
+  return `fill-only (ours on PLUS's unfilled volume): ${differ} of ${holes} holes differ, max |Δ| ${maxDiff}`;
+}
 
 const DICE_MIN = 0.9;
 const CORR_MIN = 0.95;
@@ -176,17 +251,22 @@ function compare(ours: Volume, plus: Volume): Figures {
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   let keep: string | undefined;
+  let oracle: string | undefined;
   const positional: string[] = [];
   for (let i = 0; i < args.length; i++) {
     if (args[i] === '--keep') keep = args[++i];
+    else if (args[i] === '--oracle') oracle = args[++i];
     else positional.push(args[i]!);
   }
-  const root = positional[0];
-  if (root === undefined) {
-    console.error('usage: node --import tsx scripts/plus-compare.ts <PlusLibData dir> [case …] [--keep <dir>]');
+  // oracle cases carry absolute paths, so join(root, p) leaves them as they are when root is '/'
+  const root = oracle !== undefined ? '/' : positional[0];
+  if (root === undefined || (oracle === undefined && positional.length === 0)) {
+    console.error('usage: node --import tsx scripts/plus-compare.ts <PlusLibData dir> [case …] [--keep <dir>]\n' +
+      '       node --import tsx scripts/plus-compare.ts --oracle <dir> [case …] [--keep <dir>]');
     process.exit(2);
   }
-  const only = new Set(positional.slice(1));
+  const cases = oracle !== undefined ? await oracleCases(oracle) : CASES;
+  const only = new Set(oracle !== undefined ? positional : positional.slice(1));
   if (keep !== undefined) await mkdir(keep, { recursive: true });
   const outDir = keep ?? (await mkdtemp(join(tmpdir(), 'eco3d-plus-compare-')));
   let failed = 0;
@@ -195,9 +275,10 @@ async function main(): Promise<void> {
     rows.push(row);
     console.log(row);
   };
+  const pad = Math.max(10, ...cases.map((c) => c.name.length));
   console.log(`thresholds: dice ≥ ${DICE_MIN}, corr ≥ ${CORR_MIN}`);
   try {
-    for (const c of CASES) {
+    for (const c of cases) {
       if (only.size > 0 && !only.has(c.name)) continue;
       const cfg = join(root, c.config);
       const seq = join(root, c.sequence);
@@ -209,14 +290,14 @@ async function main(): Promise<void> {
         }
       }
       if (c.unsupported !== undefined) {
-        print(`${c.name.padEnd(10)} SKIP  ${c.unsupported}`);
+        print(`${c.name.padEnd(pad)} SKIP  ${c.unsupported}`);
         continue;
       }
       const missing: string[] = [];
       for (const p of [cfg, seq]) if (!(await exists(p))) missing.push(p);
       if (refPath === undefined) missing.push(join(root, c.reference[c.reference.length - 1]!));
       if (missing.length > 0) {
-        print(`${c.name.padEnd(10)} SKIP  missing ${missing.join(', ')}`);
+        print(`${c.name.padEnd(pad)} SKIP  missing ${missing.join(', ')}`);
         continue;
       }
       const out = join(outDir, `${c.name}.mha`);
@@ -226,12 +307,13 @@ async function main(): Promise<void> {
       const ours = await readMetaImageVolumeFile(out);
       const plus = await readReference(refPath!);
       const f = compare(ours, plus);
+      const fill = c.unfilled !== undefined && c.accumulation !== undefined ? `\n${' '.repeat(pad + 1)}${await fillOnly(c, cfg, plus)}` : '';
       const pass = f.dice >= DICE_MIN && f.corr >= CORR_MIN;
       if (!pass) failed++;
       print(
-        `${c.name.padEnd(10)} ${pass ? 'PASS' : 'FAIL'}  grid ${f.gridMatch ? 'same' : 'DIFF'}  dice ${f.dice.toFixed(4)}  corr ${f.corr.toFixed(4)}  ` +
+        `${c.name.padEnd(pad)} ${pass ? 'PASS' : 'FAIL'}  grid ${f.gridMatch ? 'same' : 'DIFF'}  dice ${f.dice.toFixed(4)}  corr ${f.corr.toFixed(4)}  ` +
           `mad ${f.mad.toFixed(2)}  exact ${(100 * f.exact).toFixed(1)}%  filled ours ${f.oursFilled} PLUS ${f.plusFilled}  ` +
-          `(${rep.framesUsed} frames, ${ms.toFixed(0)} ms)\n${' '.repeat(11)}${f.gridNote}`,
+          `(${rep.framesUsed} frames, ${ms.toFixed(0)} ms)\n${' '.repeat(pad + 1)}${f.gridNote}${fill}`,
       );
     }
   } finally {

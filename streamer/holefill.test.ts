@@ -132,6 +132,40 @@ describe('fillHoles', () => {
     assert.equal(fillHoles(vol, cov, [{ type: 'GAUSSIAN', size: 3, stdev: 1, minimumKnownVoxelsRatio: 0.97 }]).filledVoxels, 0);
   });
 
+  test('MinimumKnownVoxelsRatio is compared as PLUS\'s C++ float: 5 known of 5³ pass a ratio of 0.04', () => {
+    // float(0.04) = 0.039999999105… < 5 / 125 = 0.04, so PLUS fills (checked against PLUS's own build)
+    const data = new Uint8Array(N * N * N);
+    const cov = new Uint8Array(N * N * N);
+    for (const [x, y, z] of [[4, 5, 5], [6, 5, 5], [5, 4, 5], [5, 6, 5], [5, 5, 4]] as const) {
+      cov[at(x, y, z)] = 1;
+      data[at(x, y, z)] = 80;
+    }
+    for (const e of [
+      { type: 'NEAREST_NEIGHBOR', size: 5, minimumKnownVoxelsRatio: 0.04 },
+      { type: 'GAUSSIAN', size: 5, stdev: 1, minimumKnownVoxelsRatio: 0.04 },
+      { type: 'DISTANCE_WEIGHT_INVERSE', size: 5, minimumKnownVoxelsRatio: 0.04 },
+    ] as const) {
+      const res = fillHoles({ grid, data }, cov, [e]);
+      assert.equal(res.volume.data[at(5, 5, 5)], 80, e.type);
+    }
+    // 0.041 as a float is above 0.04: no fill at (5, 5, 5)
+    const none = fillHoles({ grid, data }, cov, [{ type: 'GAUSSIAN', size: 5, stdev: 1, minimumKnownVoxelsRatio: 0.041 }]);
+    assert.equal(none.volume.data[at(5, 5, 5)], 0);
+  });
+
+  test('STICK truncates exactly, as PLUS: a hole among voxels of 7 reads 6 (round-off of the tied sticks\' mean)', () => {
+    // the x, y and z sticks tie (ends at distance 1, value 7): Σ 7·(1/3) / Σ 1/3 = 6.999999999999999 → 6 in PLUS
+    const data = new Uint8Array(N * N * N).fill(7);
+    const cov = new Uint8Array(N * N * N).fill(1);
+    data[at(5, 5, 5)] = 0;
+    cov[at(5, 5, 5)] = 0;
+    const res = fillHoles({ grid, data }, cov, [{ type: 'STICK', stickLengthLimit: 9, numberOfSticksToUse: 1 }]);
+    assert.equal(res.volume.data[at(5, 5, 5)], 6);
+    data.fill(8);
+    data[at(5, 5, 5)] = 0;
+    assert.equal(fillHoles({ grid, data }, cov, [{ type: 'STICK', stickLengthLimit: 9, numberOfSticksToUse: 1 }]).volume.data[at(5, 5, 5)], 8);
+  });
+
   test('bad parameters and a missing accumulation buffer are refused', () => {
     const { vol, cov } = rampWithHoles([[5, 5, 5]]);
     assert.throws(() => fillHoles(vol, cov, [{ type: 'GAUSSIAN', size: 4, stdev: 1, minimumKnownVoxelsRatio: 0.5 }]), /odd integer/);

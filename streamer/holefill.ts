@@ -5,9 +5,14 @@
 // never feeds another), so the result does not depend on the visiting order: deterministic.
 //
 // Values follow PLUS's integer semantics: each stick's interpolated value is truncated to a level,
-// and so is every element's result (PLUS assigns the double to the voxel type). `level` truncates
-// with a 1e-7 allowance, so a weighted mean that is an integer up to float round-off (89.99999…)
-// reads as that integer whatever the summation order. A hole that no
+// and so is every element's result (PLUS assigns the double to the voxel type). STICK truncates
+// exactly, as PLUS does: its sums run over the sticks in PLUS's order with PLUS's operations, so the
+// round-off is PLUS's too (a mean of two equal sticks can be 89.99999… and read 89, in both). The
+// weighted kernels sum in another order than PLUS (z, y, x rather than x, y, z) with float64 rather
+// than float32 weights, so `level` truncates them with a 1e-7 allowance: a weighted mean that is an
+// integer up to round-off (89.99999…) reads as that integer whatever the summation order.
+// MinimumKnownVoxelsRatio is compared as PLUS's C++ float (Math.fround): float(0.04) is below
+// 0.04, so 5 known voxels of a 5³ kernel pass a 0.04 ratio in PLUS and here. A hole that no
 // element fills is 0 in the output, as in PLUS (whose failing elements write 0), even when the
 // reconstructor left a value there (a LINEAR voxel whose rounded weight is 0).
 //
@@ -146,6 +151,8 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
   const maxReach = Math.max(...elements.map(reach));
   const near = maxReach > 0 ? boxCount(coverage, dims, maxReach) : null;
   const kernels = elements.map(kernelWeights);
+  // PLUS keeps MinimumKnownVoxelsRatio in a float
+  const minRatios = elements.map((e) => (e.type === 'STICK' ? 0 : Math.fround(e.minimumKnownVoxelsRatio)));
   const nxy = nx * ny;
   let filled = 0;
   let remaining = 0;
@@ -153,7 +160,7 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
   const known = (x: number, y: number, z: number): boolean => coverage[x + y * nx + z * nxy] !== 0;
 
   // One element at one hole; returns the fill value or -1.
-  const apply = (e: HoleFillingElement, k: Float64Array | null, x: number, y: number, z: number): number => {
+  const apply = (e: HoleFillingElement, k: Float64Array | null, minRatio: number, x: number, y: number, z: number): number => {
     if (e.type === 'STICK') return stick(e.stickLengthLimit, e.numberOfSticksToUse, x, y, z);
     const s = e.size;
     const r = (s - 1) / 2;
@@ -173,7 +180,7 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
             }
           }
         }
-        if (cnt > 0) return cnt / cube > e.minimumKnownVoxelsRatio ? level(sum / cnt) : -1;
+        if (cnt > 0) return cnt / cube > minRatio ? level(sum / cnt) : -1;
       }
       return -1;
     }
@@ -195,7 +202,7 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
       }
     }
     if (sumW === 0) return -1;
-    return cnt / cube > e.minimumKnownVoxelsRatio ? level(sumI / sumW) : -1;
+    return cnt / cube > minRatio ? level(sumI / sumW) : -1;
   };
 
   const values = new Float64Array(STICKS.length);
@@ -235,7 +242,7 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
       // PLUS's weighting: total = fwd + rvs + 1; the forward end weighs (rvs + 1) / total
       const total = fwd + rvs + 1;
       const wFwd = (rvs + 1) / total;
-      values[i] = level((1 - wFwd) * rvsVal + wFwd * fwdVal); // PLUS keeps each stick's value as a voxel level
+      values[i] = Math.floor((1 - wFwd) * rvsVal + wFwd * fwdVal); // PLUS keeps each stick's value as a voxel level (exact truncation)
       weights[i] = 1 / (total * Math.sqrt(dx * dx + dy * dy + dz * dz));
     }
     // use the best-scoring sticks (ties together) until numberOfSticksToUse are used
@@ -255,7 +262,7 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
         }
       }
     }
-    return sumW > 0 ? level(sumV / sumW) : -1;
+    return sumW > 0 ? Math.floor(sumV / sumW) : -1;
   };
 
   for (let z = 0; z < nz; z++) {
@@ -269,7 +276,7 @@ export function fillHoles(volume: Volume, coverage: Uint8Array, elements: readon
           continue; // no known voxel within any element's reach
         }
         let value = -1;
-        for (let i = 0; i < elements.length && value < 0; i++) value = apply(elements[i]!, kernels[i]!, x, y, z);
+        for (let i = 0; i < elements.length && value < 0; i++) value = apply(elements[i]!, kernels[i]!, minRatios[i]!, x, y, z);
         if (value < 0) {
           out[v] = 0;
           remaining++;
