@@ -238,6 +238,11 @@ export class AcquisitionController {
     return this.snapshotSubject.getValue();
   }
 
+  /** The plan of the current (or last) acquisition, or null before the first. */
+  get plan(): AcquisitionPlan | null {
+    return this.run?.plan ?? null;
+  }
+
   /**
    * Starts an acquisition. Resolves with its UID once the `start` transition is recorded and the
    * sweep has begun; the sweep goes on in the background (watch state$, or whenDone()).

@@ -18,6 +18,9 @@ fi
 
 [ -d node_modules ] || npm ci
 
+# The browser apps, built once for every test that starts a server (test servers do not build).
+node --import tsx scripts/build-viewer.ts
+
 mapfile -t files < <(find protocols sim controller store server streamer archive billing datalake marketplace test \
   -name '*.test.ts' -not -path '*/node_modules/*' 2>/dev/null | sort)
 if [ ${#files[@]} -eq 0 ]; then echo "no test files found" >&2; exit 1; fi

@@ -1,14 +1,28 @@
 // The fastify application: HTTP API, tele-operation WebSockets and the viewer, under one origin.
 // Everything it needs comes in through `AppContext` (wired in runtime.ts), so tests can build it
 // with `inject()` and no port.
-import { createReadStream, readFileSync } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import fastifyCookie from '@fastify/cookie';
+import fastifyStatic from '@fastify/static';
 import fastifyWebsocket from '@fastify/websocket';
 import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { Eco3dError, type TeleopChannel, type TeleopStatus } from '../protocols/index.ts';
 import { hashPassword } from './auth-crypto.ts';
 import { ROLES, SESSION_COOKIE, requireRole, type AuthService, type Principal, type Role } from './auth.ts';
+import {
+  maskExam,
+  maskPatientId,
+  type ApiToken,
+  type ConsentDecision,
+  type ConsentRecord,
+  type Exam,
+  type Measurement,
+  type MeasurementKind,
+  type MprPlane,
+  type NewExam,
+} from '../store/index.ts';
+import type { LiveSignaling } from './live-ws.ts';
 import type { Logger } from './log.ts';
 import { openApiDocument } from './openapi.ts';
 import type { TlsMaterial } from './tls.ts';
@@ -19,12 +33,36 @@ export interface ApiRepo {
   createAccount(a: { tenantId: string; username: string; role: Role; passwordHash: string }): Promise<{ id: string }>;
   tenantExists(tenantId: string): Promise<boolean>;
   listAcquisitions(tenantId: string, limit: number): Promise<unknown[]>;
-  getAcquisition(tenantId: string, uid: string): Promise<unknown>;
+  /** The acquisition with its transitions, files and exam (null when not linked to one). */
+  getAcquisition(tenantId: string, uid: string): Promise<(Record<string, unknown> & { exam: Exam | null }) | null>;
   /** Path of one of an acquisition's files (volume, frames, config), or null when absent. */
   acquisitionFile(tenantId: string, uid: string, name: AcquisitionFileName): Promise<string | null>;
   listAvailability(tenantId: string, limit: number): Promise<unknown[]>;
   listAudit(tenantId: string | null, limit: number): Promise<unknown[]>;
   audit(entry: { tenantId: string | null; actor: string; action: string; target?: string; detail?: Record<string, unknown> }): Promise<void>;
+  /** Where this server's robot belongs, and whether patient identity is masked in answers (demo mode). */
+  readonly site: { readonly tenantId: string; readonly deviceId: string; readonly maskPatientData: boolean };
+  currentExam(tenantId: string, deviceId: string): Promise<Exam | null>;
+  /** Starts the device's current exam (ending the previous one), audited `exam.start` in the same transaction. */
+  startExam(e: NewExam): Promise<Exam>;
+  /** Ends the device's current exam (audited `exam.end`); null when there is none. */
+  endExam(e: { tenantId: string; deviceId: string; endedBy: string; atMs: number }): Promise<Exam | null>;
+  /** Appends a consent decision, audited `consent.record` in the same transaction. */
+  recordConsent(c: { tenantId: string; patientId: string; examId: string | null; decision: ConsentDecision; recordedBy: string; recordedByAccountId: string }): Promise<ConsentRecord>;
+  /** Newest first. */
+  listConsents(tenantId: string, patientId: string): Promise<ConsentRecord[]>;
+  /** Computes and stores a measurement, audited `measurement.create`; ECO3D_ERR_NOT_FOUND for another tenant's acquisition. */
+  addMeasurement(m: {
+    tenantId: string;
+    acquisitionUid: string;
+    kind: MeasurementKind;
+    label?: string | undefined;
+    plane: MprPlane;
+    pointsMm: readonly unknown[];
+    createdBy: string;
+    createdByAccountId: string;
+  }): Promise<Measurement>;
+  listMeasurements(tenantId: string, acquisitionUid: string): Promise<Measurement[]>;
 }
 
 /** What a completed acquisition leaves in its folder (server/imaging.ts). */
@@ -46,6 +84,9 @@ export interface AppContext {
   readonly auth: AuthService;
   readonly repo: ApiRepo;
   readonly teleop: TeleopGateway;
+  readonly live: LiveSignaling;
+  /** The built browser apps (viewer/dist). */
+  readonly viewerDir: string;
   readonly health: () => Promise<{ db: boolean; robotLinkUp: boolean }>;
   readonly tls?: TlsMaterial | undefined;
   /** Secure cookies when served over TLS. */
@@ -68,6 +109,31 @@ const accountBody = z
   })
   .strict();
 const limitQuery = z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) });
+const tokenBody = z
+  .object({ name: z.string().trim().min(1).max(100), scopes: z.array(z.string().max(100)).max(32), ttlSeconds: z.number().optional() })
+  .strict();
+const examBody = z
+  .object({
+    patientId: z.string().trim().min(1).max(64),
+    patientName: z.string().trim().min(1).max(64),
+    birthDate: z.string().regex(/^\d{4}-\d{2}-\d{2}$/, 'a date YYYY-MM-DD').optional(),
+    sex: z.enum(['F', 'M', 'O']).optional(),
+    description: z.string().trim().min(1).max(64),
+    accessionNumber: z.string().trim().min(1).max(16).optional(),
+  })
+  .strict();
+const revealQuery = z.object({ reveal: z.enum(['true', 'false']).optional() });
+const consentBody = z.object({ decision: z.enum(['yes', 'no', 'revoked']), patientId: z.string().trim().min(1).max(64).optional() }).strict();
+const consentQuery = z.object({ patientId: z.string().trim().min(1).max(64).optional(), reveal: z.enum(['true', 'false']).optional() });
+// Coordinates are checked by the store (finite, in range: ECO3D_ERR_NOT_FINITE), not here.
+const measurementBody = z
+  .object({
+    kind: z.enum(['distance', 'area']),
+    label: z.string().trim().min(1).max(64).optional(),
+    plane: z.enum(['axial', 'sagittal', 'coronal']),
+    pointsMm: z.array(z.object({ x: z.unknown(), y: z.unknown(), z: z.unknown() }).strict()).max(1000),
+  })
+  .strict();
 
 function parse<T>(schema: z.ZodType<T>, value: unknown): T {
   const r = schema.safeParse(value);
@@ -80,6 +146,26 @@ function parse<T>(schema: z.ZodType<T>, value: unknown): T {
 
 const ADMINS: readonly Role[] = ['platform-admin', 'tenant-admin'];
 const EVERYONE: readonly Role[] = ROLES;
+const CLINICIANS: readonly Role[] = ['sonographer', 'tenant-admin', 'platform-admin'];
+const CONSENT_RECORDERS: readonly Role[] = ['bedside', 'tenant-admin'];
+
+/** A token as listed: never its secret nor its hash. */
+const tokenView = (t: ApiToken, nowMs: number): Record<string, unknown> => ({
+  ...t,
+  status: t.revokedAtMs !== undefined ? 'revoked' : t.expiresAtMs <= nowMs ? 'expired' : 'active',
+});
+
+/** Patient identity as answered: masked unless `clear` (demo mode masks unless ?reveal=true). */
+const examView = (e: Exam, clear: boolean): Exam & { masked: boolean } => ({ ...(clear ? e : maskExam(e)), masked: !clear });
+const consentView = (c: ConsentRecord, clear: boolean): Record<string, unknown> => ({
+  id: c.id,
+  patientId: clear ? c.patientId : maskPatientId(c.patientId),
+  examId: c.examId,
+  purpose: c.purpose,
+  decision: c.decision,
+  recordedBy: c.recordedBy,
+  recordedAtMs: c.recordedAtMs,
+});
 
 export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   const app = Fastify({
@@ -170,8 +256,10 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   app.get<{ Params: { uid: string } }>('/api/acquisitions/:uid', async (req) => {
     const p = requireRole(req.principal, EVERYONE);
     const a = await ctx.repo.getAcquisition(p.tenantId, req.params.uid);
-    if (a === null || a === undefined) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `no acquisition ${req.params.uid}`);
-    return a;
+    if (a === null) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `no acquisition ${req.params.uid}`);
+    if (a.exam === null) return a;
+    const clear = await patientDataInClear(req, p, a.exam.tenantId, `acquisition:${req.params.uid}`);
+    return { ...a, exam: examView(a.exam, clear) };
   });
 
   app.get<{ Params: { uid: string; name: string } }>('/api/acquisitions/:uid/files/:name', async (req, reply) => {
@@ -202,6 +290,135 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     return { audit: await ctx.repo.listAudit(p.role === 'platform-admin' ? null : p.tenantId, limit) };
   });
 
+  // --- scoped tokens, exams, research consent, measurements -------------------------------------
+
+  const site = ctx.repo.site;
+
+  /**
+   * Whether patient identity goes out in clear: always, unless the server masks it (demo mode);
+   * then only with ?reveal=true, and every reveal is audited before the answer leaves.
+   */
+  const patientDataInClear = async (req: FastifyRequest, p: Principal, tenantId: string, target: string): Promise<boolean> => {
+    const { reveal } = parse(revealQuery, req.query);
+    if (!site.maskPatientData) return true;
+    if (reveal !== 'true') return false;
+    await ctx.repo.audit({ tenantId, actor: p.username, action: 'patient.reveal', target, detail: { route: `${req.method} ${req.routeOptions.url ?? ''}` } });
+    return true;
+  };
+
+  /** The exam routes act on this server's robot: its tenant's accounts (and platform admins) only. */
+  const siteTenantOf = (p: Principal): string => {
+    if (p.role !== 'platform-admin' && p.tenantId !== site.tenantId) {
+      throw new Eco3dError('ECO3D_ERR_FORBIDDEN', `this robot belongs to tenant ${site.tenantId}`);
+    }
+    return site.tenantId;
+  };
+
+  app.post('/api/auth/tokens', async (req, reply) => {
+    const p = requireRole(req.principal, ADMINS);
+    const body = parse(tokenBody, req.body);
+    const { token, record } = await ctx.auth.mintToken(p, body);
+    // The token is in this answer only: never cached, never stored in clear.
+    return reply
+      .status(201)
+      .header('cache-control', 'no-store')
+      .send({ id: record.id, token, name: record.name, scopes: record.scopes, tenantId: record.tenantId, expiresAtMs: record.expiresAtMs });
+  });
+
+  app.get('/api/auth/tokens', async (req) => {
+    const p = requireRole(req.principal, ADMINS);
+    const now = Date.now();
+    return { tokens: (await ctx.auth.listTokens(p)).map((t) => tokenView(t, now)) };
+  });
+
+  app.delete<{ Params: { id: string } }>('/api/auth/tokens/:id', async (req) => {
+    const p = requireRole(req.principal, ADMINS);
+    const { token } = await ctx.auth.revokeToken(p, req.params.id);
+    return tokenView(token, Date.now());
+  });
+
+  app.put('/api/exam', async (req, reply) => {
+    const p = requireRole(req.principal, EVERYONE);
+    const tenantId = siteTenantOf(p);
+    const body = parse(examBody, req.body);
+    const exam = await ctx.repo.startExam({ ...body, tenantId, deviceId: site.deviceId, startedBy: p.username, atMs: Date.now() });
+    const clear = await patientDataInClear(req, p, tenantId, `exam:${exam.id}`);
+    return reply.status(201).send(examView(exam, clear));
+  });
+
+  app.get('/api/exam', async (req) => {
+    const p = requireRole(req.principal, EVERYONE);
+    const tenantId = siteTenantOf(p);
+    const exam = await ctx.repo.currentExam(tenantId, site.deviceId);
+    if (exam === null) return { exam: null };
+    return { exam: examView(exam, await patientDataInClear(req, p, tenantId, `exam:${exam.id}`)) };
+  });
+
+  app.delete('/api/exam', async (req) => {
+    const p = requireRole(req.principal, EVERYONE);
+    const tenantId = siteTenantOf(p);
+    const exam = await ctx.repo.endExam({ tenantId, deviceId: site.deviceId, endedBy: p.username, atMs: Date.now() });
+    if (exam === null) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `device ${site.deviceId} has no current exam`);
+    return { exam: examView(exam, await patientDataInClear(req, p, tenantId, `exam:${exam.id}`)) };
+  });
+
+  /** The current exam of this robot when the principal is of its tenant, else null. */
+  const currentExamFor = async (p: Principal): Promise<Exam | null> =>
+    p.tenantId === site.tenantId ? ctx.repo.currentExam(site.tenantId, site.deviceId) : null;
+
+  app.post('/api/consents', async (req, reply) => {
+    const p = requireRole(req.principal, CONSENT_RECORDERS);
+    const body = parse(consentBody, req.body);
+    const exam = await currentExamFor(p);
+    const patientId = body.patientId ?? exam?.patientId;
+    if (patientId === undefined) throw new Eco3dError('ECO3D_ERR_CONFLICT', 'no current exam: start one (PUT /api/exam) or name the patientId');
+    const record = await ctx.repo.recordConsent({
+      tenantId: p.tenantId,
+      patientId,
+      examId: exam !== null && exam.patientId === patientId ? exam.id : null,
+      decision: body.decision,
+      recordedBy: p.username,
+      recordedByAccountId: p.accountId,
+    });
+    const clear = await patientDataInClear(req, p, p.tenantId, `consent:${record.id}`);
+    return reply.status(201).send(consentView(record, clear));
+  });
+
+  app.get('/api/consents', async (req) => {
+    const p = requireRole(req.principal, EVERYONE);
+    const q = parse(consentQuery, req.query);
+    const patientId = q.patientId ?? (await currentExamFor(p))?.patientId;
+    if (patientId === undefined) throw new Eco3dError('ECO3D_ERR_CONFLICT', 'no current exam: name the patientId');
+    const consents = await ctx.repo.listConsents(p.tenantId, patientId);
+    const clear = await patientDataInClear(req, p, p.tenantId, 'consents');
+    return {
+      patientId: clear ? patientId : maskPatientId(patientId),
+      current: consents[0]?.decision ?? null,
+      consents: consents.map((c) => consentView(c, clear)),
+    };
+  });
+
+  app.post<{ Params: { uid: string } }>('/api/acquisitions/:uid/measurements', async (req, reply) => {
+    const p = requireRole(req.principal, CLINICIANS);
+    const body = parse(measurementBody, req.body);
+    const m = await ctx.repo.addMeasurement({
+      tenantId: p.tenantId,
+      acquisitionUid: req.params.uid,
+      kind: body.kind,
+      label: body.label,
+      plane: body.plane,
+      pointsMm: body.pointsMm,
+      createdBy: p.username,
+      createdByAccountId: p.accountId,
+    });
+    return reply.status(201).send(m);
+  });
+
+  app.get<{ Params: { uid: string } }>('/api/acquisitions/:uid/measurements', async (req) => {
+    const p = requireRole(req.principal, EVERYONE);
+    return { measurements: await ctx.repo.listMeasurements(p.tenantId, req.params.uid) };
+  });
+
   // Tele-operation sockets. Authentication happens before the upgrade: a refused client gets an
   // HTTP 401/403 with a code, never a socket.
   const wsRoute = (path: string, channel: TeleopChannel, roles: readonly Role[]): void => {
@@ -220,8 +437,18 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   wsRoute('/ws/operator', 'operator', ['sonographer', 'tenant-admin', 'platform-admin']);
   wsRoute('/ws/bedside', 'bedside', ['bedside']);
 
-  const panel = readFileSync(new URL('../viewer/panel.html', import.meta.url), 'utf8');
-  app.get('/', async (_req, reply) => reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').send(panel));
+  // Live-stream signaling. Browsers come with their session cookie; plugins may instead name a
+  // scoped token in their `join` (a browser WebSocket cannot set an Authorization header), so
+  // this socket authenticates in its first message, not before the upgrade.
+  app.route({
+    method: 'GET',
+    url: '/ws/live',
+    handler: async (_req, reply) => reply.status(426).send({ code: 'ECO3D_ERR_BAD_REQUEST', message: 'WebSocket upgrade required' }),
+    wsHandler: (socket, req) => ctx.live.attach(socket, req.principal),
+  });
+
+  // The browser apps (viewer/, built by Vite into viewer/dist).
+  await app.register(fastifyStatic, { root: ctx.viewerDir, index: ['index.html'] });
 
   return app;
 }

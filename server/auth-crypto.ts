@@ -1,8 +1,8 @@
-// Password hashing (scrypt, node:crypto) and signed session tokens (HMAC-SHA256).
+// Password hashing (scrypt, node:crypto), signed session tokens (HMAC-SHA256) and scoped tokens.
 //
 // A token names a server-side session row, so logging out or disabling an account revokes it at
 // once; the signature lets us refuse forged or tampered tokens before touching the database.
-import { createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { createHash, createHmac, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 
 const scrypt = (password: string, salt: Buffer, keylen: number, opts: ScryptOptions): Promise<Buffer> =>
   new Promise((resolve, reject) => {
@@ -69,6 +69,22 @@ export function verifyToken(token: string, secret: string, nowMs: number): Token
   if (typeof sid !== 'string' || typeof exp !== 'number' || exp <= nowMs) return null;
   return { sid, exp };
 }
+
+// --- scoped tokens -------------------------------------------------------------------------------
+// A scoped token (plugins, devices) is 32 random bytes behind a recognisable prefix, so a leaked
+// one is easy to spot and to tell from a session token. It names no row by itself: the database
+// keeps only its SHA-256, and the token is shown once, at minting.
+
+const SCOPED_PREFIX = 'e3t_';
+const SCOPED_TOKEN = /^e3t_[A-Za-z0-9_-]{43}$/;
+
+export const newScopedToken = (): string => `${SCOPED_PREFIX}${randomBytes(32).toString('base64url')}`;
+
+/** True for a string shaped like a scoped token (checked before any database lookup). */
+export const isScopedToken = (token: string): boolean => SCOPED_TOKEN.test(token);
+
+/** What the database stores for a scoped token: hex SHA-256. */
+export const scopedTokenHash = (token: string): string => createHash('sha256').update(token).digest('hex');
 
 export const newSecret = (): string => randomBytes(32).toString('base64url');
 export const generatePassword = (): string => randomBytes(12).toString('base64url');

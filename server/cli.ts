@@ -56,6 +56,7 @@ program
   .option('--tls-key <file>', 'PEM private key for HTTPS/WSS')
   .option('--tls-self-signed', 'generate (once) a self-signed certificate in the data directory')
   .option('--deadman-ms <n>', 'operator heartbeat timeout (ECO3D_DEADMAN_MS; default 300)')
+  .option('--ice-servers <json>', 'STUN/TURN servers for the live streams, a JSON array of {urls, username?, credential?} (ECO3D_ICE_SERVERS; default none: LAN and loopback)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (LOG_LEVEL)')
   .action(async (flags: Record<string, string | boolean | undefined>) => {
     let cfg;

@@ -52,7 +52,23 @@ export interface ServerConfig {
   readonly deviceId: string;
   /** Password of the demo accounts on first start (else generated and printed once). */
   readonly demoPassword: string | undefined;
+  /** STUN/TURN servers for the live WebRTC streams across networks (none: host candidates, LAN and loopback). */
+  /** Build the browser apps at start when stale (ECO3D_VIEWER_BUILD=skip turns it off: tests, prebuilt installs). */
+  readonly viewerBuild: boolean;
+  readonly iceServers: readonly { readonly urls: string | readonly string[]; readonly username?: string; readonly credential?: string }[];
 }
+
+const iceServersSchema = z
+  .array(
+    z
+      .object({
+        urls: z.union([z.string().regex(/^(stun|stuns|turn|turns):/), z.array(z.string().regex(/^(stun|stuns|turn|turns):/)).min(1)]),
+        username: z.string().optional(),
+        credential: z.string().optional(),
+      })
+      .strict(),
+  )
+  .max(8);
 
 /** Raw inputs: flags win over the environment. */
 export interface ConfigInput {
@@ -147,7 +163,21 @@ export function loadConfig(input: ConfigInput): ServerConfig {
   const demoPassword = input.env['ECO3D_DEMO_PASSWORD'];
   if (demoPassword !== undefined && demoPassword !== '' && demoPassword.length < 8) problems.push('ECO3D_DEMO_PASSWORD: at least 8 characters');
 
+  const ice = pick(input, 'iceServers', 'ECO3D_ICE_SERVERS');
+  let iceServers: ServerConfig['iceServers'] = [];
+  if (ice.value !== undefined && ice.value !== '') {
+    try {
+      const r = iceServersSchema.safeParse(JSON.parse(ice.value));
+      if (r.success) iceServers = r.data;
+      else problems.push(`${ice.source}: expected a JSON array of {urls: "stun:…"|"turn:…", username?, credential?}: ${r.error.issues[0]?.message ?? ''}`);
+    } catch {
+      problems.push(`${ice.source}: not valid JSON`);
+    }
+  }
+
   const cfg: ServerConfig = {
+    viewerBuild: input.env['ECO3D_VIEWER_BUILD'] !== 'skip',
+    iceServers,
     tenantId,
     deviceId,
     demoPassword: demoPassword === '' ? undefined : demoPassword,

@@ -16,13 +16,11 @@ import { join } from 'node:path';
 import { asyncScheduler, type Observable, type Subscription } from 'rxjs';
 import { filter } from 'rxjs/operators';
 import type { AcquisitionSnapshot } from '../controller/index.ts';
-import { mat4Invert, mat4Mul, writePlusSequenceFile, type Mat4, type PlusFrameToWrite, type RobotState } from '../protocols/index.ts';
+import { HOME_POSE, mat4Invert, mat4Mul, writePlusSequenceFile, type Mat4, type PlusFrameToWrite, type RobotState, type TrackedFrame } from '../protocols/index.ts';
 import { createPhantom, imageGeometry, imageToProbe, UltrasoundSimulator, ultrasoundFrames$ } from '../sim/index.ts';
 import type { ReconstructArgs, ReconstructReport } from './reconstruct-command.ts';
 
 export interface SweepImagingOptions {
-  /** Seed of the simulated phantom. */
-  readonly phantomSeed?: number;
   /** Voxel size of volume.mha. */
   readonly outputSpacingMm?: number;
   /**
@@ -40,8 +38,24 @@ export interface SweepImagingResult {
   readonly volume: ReconstructReport | undefined;
 }
 
+/** Frames are recorded (and pasted live) in the sweep phase only. */
+export const isSweeping = (s: AcquisitionSnapshot): boolean => s.state === 'scanning' && s.sweepPhase === 'sweep';
+
+/** The simulated scanner: one phantom per process, its B-mode frames at the robot's probe pose. */
+export function simulatedScanner(phantomSeed = 1): UltrasoundSimulator {
+  const sim = new UltrasoundSimulator(createPhantom(phantomSeed));
+  // The first render builds lazy tables and compiles the hot loops (~300 ms): pay that now, not
+  // at the first sweep frame, where it would stall the robot's state stream.
+  sim.render(HOME_POSE, 0);
+  return sim;
+}
+
+/** Frames of `simulator` at 30 fps on the robot's clock, rendered in tasks of their own (off the state emission). */
+export function scannerFrames$(simulator: UltrasoundSimulator, states$: Observable<RobotState>): Observable<TrackedFrame> {
+  return ultrasoundFrames$(simulator, states$, 30, asyncScheduler);
+}
+
 export class SweepImaging {
-  readonly simulator: UltrasoundSimulator;
   private readonly probeFromImage: Mat4;
   private readonly maxFrames: number;
   private recorded: PlusFrameToWrite[] = [];
@@ -52,19 +66,17 @@ export class SweepImaging {
   private readonly sub: Subscription;
 
   constructor(
-    states$: Observable<RobotState>,
+    /** The simulated scanner's frames (rendered by the caller; only sweep-phase frames are kept). */
+    frames$: Observable<TrackedFrame>,
+    /** The scanner that renders them (its calibration goes into reconstruction.xml). */
+    readonly simulator: UltrasoundSimulator,
     /** The acquisition's current state (a function: the controller may be built after this). */
     snapshot: () => AcquisitionSnapshot,
     private readonly opts: SweepImagingOptions = {},
   ) {
-    this.simulator = new UltrasoundSimulator(createPhantom(opts.phantomSeed ?? 1));
     this.probeFromImage = mat4Invert(imageToProbe(this.simulator.probe))!;
     this.maxFrames = opts.maxFrames ?? 1800;
-    const inSweep = (): boolean => {
-      const s = snapshot();
-      return s.state === 'scanning' && s.sweepPhase === 'sweep';
-    };
-    this.sub = ultrasoundFrames$(this.simulator, states$.pipe(filter(inSweep)), 30, asyncScheduler).subscribe((f) => {
+    this.sub = frames$.pipe(filter(() => isSweeping(snapshot()))).subscribe((f) => {
       const uid = snapshot().acquisitionUid;
       // A frame rendered after its acquisition was finished or discarded is not kept.
       if (uid === null || uid === this.ended) return;

@@ -6,12 +6,29 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Subscription } from 'rxjs';
-import { AcquisitionController, SafetySupervisor, TeleopSession } from '../controller/index.ts';
-import { Eco3dError, toEco3dError, type RobotDriver } from '../protocols/index.ts';
+import { filter, map, share, type Observable, type Subscription } from 'rxjs';
+import { AcquisitionController, SafetySupervisor, TeleopSession, type SweepPlan } from '../controller/index.ts';
+import { Eco3dError, toEco3dError, torsoSkinHeightMm, type RobotDriver, type TrackedFrame } from '../protocols/index.ts';
+import { imageGeometry, imageToProbe, type UltrasoundSimulator } from '../sim/index.ts';
+import { LiveHub, LiveVolume, liveGridFor, type LiveFrame, type LiveSweepShape } from '../streamer/index.ts';
 import {
   acquireDataDirLock,
+  addMeasurement,
   appendAudit,
+  createApiToken,
+  currentExam,
+  endCurrentExam,
+  findActiveApiToken,
+  getExamOfAcquisition,
+  linkAcquisitionToExam,
+  listApiTokens,
+  listConsents,
+  listMeasurements,
+  recordConsent,
+  revokeApiToken,
+  startExam,
+  type AuditEntry,
+  type Queryable,
   createAccount,
   createSession,
   ensureDevice,
@@ -39,7 +56,9 @@ import { generatePassword, hashPassword, newSecret } from './auth-crypto.ts';
 import { AuthService, type AuthRepo } from './auth.ts';
 import type { ServerConfig } from './config.ts';
 import { createDriver } from './drivers.ts';
-import { SweepImaging } from './imaging.ts';
+import { isSweeping, scannerFrames$, simulatedScanner, SweepImaging } from './imaging.ts';
+import { liveSignaling } from './live-ws.ts';
+import { ensureViewerBuilt, VIEWER_DIST } from './viewer-build.ts';
 import type { ReconstructArgs, ReconstructReport } from './reconstruct-command.ts';
 import type { Logger } from './log.ts';
 import { TeleopWsGateway } from './teleop-ws.ts';
@@ -52,6 +71,7 @@ export interface RunningServer {
   readonly safety: SafetySupervisor;
   readonly acquisition: AcquisitionController;
   readonly dispatcher: OutboxDispatcher;
+  readonly live: LiveHub;
   /** Idempotent graceful shutdown: stops the robot, records, closes the database, unlocks. */
   close(): Promise<void>;
 }
@@ -121,13 +141,18 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     });
     cleanups.push(() => acquisition.close());
 
+    // The simulated scanner renders B-mode frames while a sweep records them or a viewer
+    // watches, never otherwise (5 ms a frame on the thread the control loop shares).
+    const scanner = simulatedScanner();
+    let live: LiveHub | null = null;
+    const renderWanted = (): boolean => isSweeping(acquisition.snapshot) || (live?.wantsVideo() ?? false);
+    const frames$: Observable<LiveFrame> = scannerFrames$(scanner, driver.state$.pipe(filter(renderWanted))).pipe(
+      map((f) => Object.assign(f, { capturedAtMs: Date.now() })),
+      share(),
+    );
     // Uncompressed frames: deflating ~100 MB in this process would stall the control loop; the
     // reconstruction runs in a child process for the same reason.
-    const imaging: SweepImaging = new SweepImaging(
-      driver.state$,
-      () => acquisition.snapshot,
-      { compressFrames: false },
-    );
+    const imaging: SweepImaging = new SweepImaging(frames$, scanner, () => acquisition.snapshot, { compressFrames: false });
     const imagingWork = reconstructCompletedAcquisitions(acquisition, imaging, acquisitionsDir(cfg.dataDir), log);
     cleanups.push(async () => {
       imagingWork.subscription.unsubscribe();
@@ -150,17 +175,47 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     });
     cleanups.push(() => session.close());
 
+    const liveVolume = new LiveVolume();
+    cleanups.push(() => liveVolume.close());
+    const liveVolumeSub = feedLiveVolume(acquisition, frames$, liveVolume, scanner, log);
+    cleanups.push(() => liveVolumeSub.unsubscribe());
+    live = new LiveHub(
+      {
+        frames$,
+        status: () => session.status(),
+        volume: liveVolume,
+        imaging: { widthPx: imageGeometry(scanner.probe).widthPx, heightPx: imageGeometry(scanner.probe).heightPx, imageToProbe: Array.from(imageToProbe(scanner.probe)) },
+      },
+      { iceServers: cfg.iceServers, log },
+    );
+    const hub = live;
+    cleanups.push(() => hub.close());
+
     const availabilitySub = recordLinkAvailability(db, driver, cfg, log);
     cleanups.push(() => availabilitySub.unsubscribe());
+
+    // Each new acquisition belongs to the device's current exam, if any.
+    cleanups.push(linkNewAcquisitionsToExam(db, acquisition, cfg, log));
 
     const gateway = new TeleopWsGateway(session, log, { tenantId: cfg.tenantId, deviceId: cfg.deviceId }, cfg.broadcastHz);
     cleanups.push(() => gateway.close());
 
+    const auth = new AuthService(authRepo(db), secret);
+    const signaling = liveSignaling(hub, auth, log, { tenantId: cfg.tenantId });
+    cleanups.push(() => signaling.close());
+    if (cfg.viewerBuild) {
+      // A UI that fails to build must not keep the robot API and its safety from starting.
+      await ensureViewerBuilt(log).catch((err: unknown) => log.error({ err: toEco3dError(err).message }, 'the browser apps are not available'));
+    }
+    mkdirSync(VIEWER_DIST, { recursive: true });
+
     const tls = await loadTls(cfg, [cfg.host]);
     const app = await buildApp({
       log,
-      auth: new AuthService(authRepo(db), secret),
-      repo: apiRepo(db, cfg.deviceId, cfg.dataDir),
+      auth,
+      live: signaling,
+      viewerDir: VIEWER_DIST,
+      repo: apiRepo(db, cfg),
       teleop: gateway,
       health: async () => ({
         db: await db.query('SELECT 1').then(
@@ -193,6 +248,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
       safety,
       acquisition,
       dispatcher,
+      live: hub,
       close: () => (closing ??= cleanup()),
     };
   } catch (err) {
@@ -202,6 +258,48 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
 }
 
 export const acquisitionsDir = (dataDir: string): string => join(dataDir, 'acquisitions');
+
+/**
+ * The live volume: a grid per acquisition, from its plan, when its sweep phase begins; the
+ * sweep's frames pasted into it as they come (the pipeline pastes off the control loop).
+ */
+function feedLiveVolume(acquisition: AcquisitionController, frames$: Observable<TrackedFrame>, volume: LiveVolume, scanner: UltrasoundSimulator, log: Logger): Subscription {
+  let uid: string | null = null;
+  const g = imageGeometry(scanner.probe);
+  const image = { widthMm: g.widthPx * g.spacingMm.u, depthMm: g.maxDepthMm };
+  const sub = acquisition.state$.subscribe((s) => {
+    const sweeping = isSweeping(s);
+    if (sweeping && s.acquisitionUid !== null && s.acquisitionUid !== uid) {
+      uid = s.acquisitionUid;
+      const plan = acquisition.plan;
+      if (plan === null) return;
+      try {
+        const grid = liveGridFor(sweepShape(plan.sweep), image);
+        volume.begin(uid, grid);
+        log.info({ acquisitionUid: uid, dims: grid.dims, spacingMm: grid.spacingMm.x }, 'live volume started');
+      } catch (err) {
+        log.warn({ acquisitionUid: uid, err: toEco3dError(err).message }, 'no live volume for this sweep');
+      }
+    } else if (!sweeping && uid !== null) {
+      volume.end();
+      uid = null;
+    }
+  });
+  sub.add(
+    frames$.subscribe((f) => {
+      if (uid !== null && acquisition.snapshot.acquisitionUid === uid && isSweeping(acquisition.snapshot)) volume.push(f);
+    }),
+  );
+  return sub;
+}
+
+function sweepShape(sweep: SweepPlan): LiveSweepShape {
+  if (sweep.kind === 'fan') return { kind: 'fan', contactMm: sweep.contactMm, maxTiltRad: Math.max(Math.abs(sweep.tiltStartRad), Math.abs(sweep.tiltEndRad)) };
+  const d = sweep.direction;
+  const n = Math.hypot(d.x, d.y) || 1;
+  const end = { x: sweep.startMm.x + (d.x / n) * sweep.lengthMm, y: sweep.startMm.y + (d.y / n) * sweep.lengthMm };
+  return { kind: 'linear', startMm: sweep.startMm, endMm: { ...end, z: torsoSkinHeightMm(end.x, end.y) ?? sweep.startMm.z }, tiltRad: sweep.tiltRad ?? 0 };
+}
 
 /** After each completed acquisition: its frames, config and volume under <data>/acquisitions/<uid>/. */
 function reconstructCompletedAcquisitions(
@@ -301,6 +399,42 @@ function recordLinkAvailability(db: Database, driver: RobotDriver, cfg: ServerCo
   });
 }
 
+/**
+ * Links each acquisition, when its UID first appears, to the device's current exam (if any).
+ * Writes are serialised; the returned cleanup stops watching and waits for the last one.
+ */
+function linkNewAcquisitionsToExam(db: Database, acquisition: AcquisitionController, cfg: ServerConfig, log: Logger): () => Promise<void> {
+  let tail: Promise<void> = Promise.resolve();
+  let lastUid: string | null = null;
+  const sub = acquisition.state$.subscribe((s) => {
+    const uid = s.acquisitionUid;
+    if (uid === null || uid === lastUid) return;
+    lastUid = uid;
+    tail = tail
+      .then(async () => {
+        const exam = await currentExam(db, cfg.tenantId, cfg.deviceId);
+        if (exam === undefined) return;
+        await linkAcquisitionToExam(db, { tenantId: cfg.tenantId, acquisitionUid: uid, examId: exam.id });
+        log.info({ acquisitionUid: uid, examId: exam.id }, 'acquisition linked to the current exam');
+      })
+      .catch((err: unknown) => log.error({ acquisitionUid: uid, err: toEco3dError(err).message }, 'linking the acquisition to its exam failed'));
+  });
+  return async () => {
+    sub.unsubscribe();
+    await tail;
+  };
+}
+
+/** A change and its audit entry in one transaction: neither exists alone. */
+async function audited<T>(db: Database, change: (tx: Queryable) => Promise<T>, entry: (result: T) => AuditEntry | null): Promise<T> {
+  return db.transaction(async (tx) => {
+    const result = await change(tx);
+    const e = entry(result);
+    if (e !== null) await appendAudit(tx, e);
+    return result;
+  });
+}
+
 function authRepo(db: Database): AuthRepo {
   return {
     findAccountByUsername: async (u) => (await findAccountByUsername(db, u)) ?? null,
@@ -311,12 +445,27 @@ function authRepo(db: Database): AuthRepo {
     revokeSession: async (id, atMs) => {
       await revokeSession(db, sessionKey(id), atMs);
     },
+    createScopedToken: (t) =>
+      audited(
+        db,
+        (tx) => createApiToken(tx, t),
+        (r) => ({ tenantId: r.tenantId, actor: r.createdBy, action: 'token.mint', target: r.id, detail: { name: r.name, scopes: r.scopes, expiresAtMs: r.expiresAtMs } }),
+      ),
+    findActiveScopedToken: async (hash, nowMs) => (await findActiveApiToken(db, hash, nowMs)) ?? null,
+    listScopedTokens: (tenantId) => listApiTokens(db, tenantId),
+    revokeScopedToken: async (r) =>
+      (await audited(
+        db,
+        (tx) => revokeApiToken(tx, r),
+        (x) => (x?.revoked === true ? { tenantId: r.tenantId, actor: r.revokedBy, action: 'token.revoke', target: r.id, detail: { name: x.token.name } } : null),
+      )) ?? null,
   };
 }
 
 const AVAILABILITY_WINDOW_MS = 31 * 24 * 3600 * 1000;
 
-function apiRepo(db: Database, deviceId: string, dataDir: string): ApiRepo {
+function apiRepo(db: Database, cfg: Pick<ServerConfig, 'tenantId' | 'deviceId' | 'dataDir'>): ApiRepo {
+  const { deviceId, dataDir } = cfg;
   const filesOf = (uid: string): string[] =>
     Object.keys(ACQUISITION_FILES).filter((n) => existsSync(join(acquisitionsDir(dataDir), uid, n)));
   return {
@@ -331,7 +480,9 @@ function apiRepo(db: Database, deviceId: string, dataDir: string): ApiRepo {
     listAcquisitions: (tenantId, limit) => listAcquisitions(db, tenantId, limit),
     getAcquisition: async (tenantId, uid) => {
       const a = await getAcquisition(db, tenantId, uid);
-      return a === undefined ? null : { ...a, transitions: await listAcquisitionTransitions(db, tenantId, uid), files: filesOf(uid) };
+      if (a === undefined) return null;
+      const exam = (await getExamOfAcquisition(db, tenantId, uid)) ?? null;
+      return { ...a, transitions: await listAcquisitionTransitions(db, tenantId, uid), files: filesOf(uid), exam };
     },
     listAvailability: async (tenantId, limit) => {
       const toMs = Date.now() + 1;
@@ -348,5 +499,36 @@ function apiRepo(db: Database, deviceId: string, dataDir: string): ApiRepo {
         ...(e.detail === undefined ? {} : { detail: e.detail }),
       });
     },
+    // Demo mode masks patient identity in every answer (privacy by design; ?reveal=true, audited).
+    site: { tenantId: cfg.tenantId, deviceId: cfg.deviceId, maskPatientData: cfg.tenantId === 'demo' },
+    currentExam: async (tenantId, device) => (await currentExam(db, tenantId, device)) ?? null,
+    startExam: async (e) =>
+      (
+        await audited(
+          db,
+          (tx) => startExam(tx, e),
+          (r) => ({ tenantId: e.tenantId, actor: e.startedBy, action: 'exam.start', target: r.exam.id, detail: { deviceId: e.deviceId, ...(r.ended === undefined ? {} : { endedExamId: r.ended.id }) } }),
+        )
+      ).exam,
+    endExam: async (e) =>
+      (await audited(
+        db,
+        (tx) => endCurrentExam(tx, e),
+        (r) => (r === undefined ? null : { tenantId: e.tenantId, actor: e.endedBy, action: 'exam.end', target: r.id, detail: { deviceId: e.deviceId } }),
+      )) ?? null,
+    recordConsent: (c) =>
+      audited(
+        db,
+        (tx) => recordConsent(tx, c),
+        (r) => ({ tenantId: r.tenantId, actor: r.recordedBy, action: 'consent.record', target: r.id, detail: { decision: r.decision, examId: r.examId } }),
+      ),
+    listConsents: (tenantId, patientId) => listConsents(db, tenantId, patientId),
+    addMeasurement: (m) =>
+      audited(
+        db,
+        (tx) => addMeasurement(tx, m),
+        (r) => ({ tenantId: r.tenantId, actor: r.createdBy, action: 'measurement.create', target: r.acquisitionUid, detail: { id: r.id, kind: r.kind } }),
+      ),
+    listMeasurements: (tenantId, uid) => listMeasurements(db, tenantId, uid),
   };
 }

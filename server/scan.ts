@@ -15,7 +15,7 @@ import { combineLatest, firstValueFrom, throwError } from 'rxjs';
 import { filter, timeout } from 'rxjs/operators';
 import { AcquisitionController, SafetySupervisor, sweepPlanFromRequest, type CommandSource } from '../controller/index.ts';
 import { Eco3dError, toEco3dError, type AcquisitionTransition } from '../protocols/index.ts';
-import { SweepImaging } from './imaging.ts';
+import { isSweeping, scannerFrames$, simulatedScanner, SweepImaging } from './imaging.ts';
 import { runReconstruct, type ReconstructReport } from './reconstruct-command.ts';
 import type { RobotTarget } from './config.ts';
 import { createDriver } from './drivers.ts';
@@ -73,13 +73,12 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
   const writeLog = (extra: Record<string, unknown> = {}): void =>
     writeFileSync(join(o.outDir, 'acquisition.json'), `${JSON.stringify({ robot: o.robot, transitions, ...extra }, null, 2)}\n`);
   // The imaging reads the acquisition's state, and the acquisition reads the frame count back.
+  const scanner = simulatedScanner(o.phantomSeed);
   const imaging: SweepImaging = new SweepImaging(
-    driver.state$,
+    scannerFrames$(scanner, driver.state$.pipe(filter(() => isSweeping(acquisition.snapshot)))),
+    scanner,
     () => acquisition.snapshot,
-    {
-      ...(o.phantomSeed === undefined ? {} : { phantomSeed: o.phantomSeed }),
-      ...(o.outputSpacingMm === undefined ? {} : { outputSpacingMm: o.outputSpacingMm }),
-    },
+    o.outputSpacingMm === undefined ? {} : { outputSpacingMm: o.outputSpacingMm },
   );
   const acquisition: AcquisitionController = new AcquisitionController({
     driver,

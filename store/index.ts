@@ -27,3 +27,33 @@ export { recordAcquisitionTransition, getAcquisition, listAcquisitions, listAcqu
 export type { AcquisitionRecord } from './acquisitions.ts';
 export { OutboxDispatcher, insertOutboxEvent, outboxBacklog } from './outbox.ts';
 export type { OutboxConsumer, OutboxDispatcherOptions } from './outbox.ts';
+export { createApiToken, findActiveApiToken, listApiTokens, revokeApiToken } from './tokens.ts';
+export type { ApiToken } from './tokens.ts';
+export {
+  startExam,
+  endCurrentExam,
+  currentExam,
+  getExam,
+  linkAcquisitionToExam,
+  getExamOfAcquisition,
+  checkBirthDate,
+  maskExam,
+  maskPersonName,
+  maskPatientId,
+  maskBirthDate,
+  SEXES,
+} from './exams.ts';
+export type { Exam, NewExam, Sex } from './exams.ts';
+export { recordConsent, listConsents, currentConsent, CONSENT_DECISIONS } from './consents.ts';
+export type { ConsentRecord, ConsentDecision } from './consents.ts';
+export {
+  addMeasurement,
+  listMeasurements,
+  measure,
+  MEASUREMENT_KINDS,
+  MPR_PLANES,
+  MAX_COORDINATE_MM,
+  MAX_POLYGON_POINTS,
+  PLANE_TOLERANCE_MM,
+} from './measurements.ts';
+export type { Measurement, MeasurementKind, MprPlane, PointMm } from './measurements.ts';

@@ -41,3 +41,9 @@ export {
   mergeVolumeDeltas,
 } from './pipeline.ts';
 export type { PipelineStats, ConsumerStats, ConsumerOptions, VolumeDelta, FrameSink, VolumeDeltaOptions } from './pipeline.ts';
+export { LiveHub, LiveViewer, videoPolicy } from './live-hub.ts';
+export type { LiveFrame, LiveHubSources, LiveHubOptions, LiveHubStats, ViewerIdentity, Signal } from './live-hub.ts';
+export { LiveVolume, liveGridFor } from './live-volume.ts';
+export type { LiveVolumeSource, LiveVolumeUpdate, LiveGridInfo, LiveVolumeOptions, LiveSweepShape, ProbeImageExtent } from './live-volume.ts';
+export { wrtc } from './wrtc.ts';
+export type { Wrtc, PeerConnection, IceServer, MediaTrack, VideoSink } from './wrtc.ts';

@@ -38,6 +38,8 @@ export async function startTestServer(flags: Record<string, string> = {}, databa
     ECO3D_ADMIN_PASSWORD: ADMIN_PASSWORD,
     ECO3D_DEMO_PASSWORD: DEMO_PASSWORD,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
+    // scripts/test.sh builds the browser apps once, before any test starts a server.
+    ECO3D_VIEWER_BUILD: 'skip',
     ...(database === 'postgres' ? { DATABASE_URL: process.env.DATABASE_URL, ECO3D_DB_SCHEMA: schema } : {}),
   };
   const cfg = loadConfig({ flags: { data: dataDir, port: '0', ...flags }, env });

@@ -1,0 +1,115 @@
+// The signaling WebSocket of the live streams (`/ws/live`): authenticates the viewer (session
+// cookie, Bearer header, or a scoped token in its `join`), asks the LiveHub for a peer, and
+// carries the offer/answer/ICE exchange. Every bad message is answered with a coded error; a
+// viewer's peer is closed when its socket closes, so none outlives its viewer.
+import type { RawData, WebSocket } from 'ws';
+import { Eco3dError, toEco3dError } from '../protocols/errors.ts';
+import { parseLiveClientMessage, type LiveServerMessage } from '../protocols/live.ts';
+import type { LiveHub, LiveViewer } from '../streamer/index.ts';
+import { liveGrantsFor, viewerTierFor, type AuthService, type Principal } from './auth.ts';
+import type { Logger } from './log.ts';
+
+/** A socket must send its `join` within this time. */
+const JOIN_TIMEOUT_MS = 5000;
+const MAX_MESSAGES_PER_S = 100;
+
+export interface LiveSignaling {
+  attach(socket: WebSocket, principal: Principal | null): void;
+  close(): void;
+}
+
+export function liveSignaling(hub: LiveHub, auth: AuthService, log: Logger, meta: { tenantId: string }): LiveSignaling {
+  const sockets = new Set<WebSocket>();
+  return {
+    attach(socket, sessionPrincipal) {
+      sockets.add(socket);
+      let viewer: LiveViewer | null = null;
+      let joining = false;
+      let windowStartMs = Date.now();
+      let inWindow = 0;
+      const send = (m: LiveServerMessage): void => {
+        if (socket.readyState === socket.OPEN) socket.send(JSON.stringify(m));
+      };
+      const fail = (err: unknown): void => {
+        const e = toEco3dError(err);
+        if (e.code === 'ECO3D_ERR_INTERNAL') log.error({ err: e, cause: e.cause }, 'live signaling failed');
+        send({ type: 'error', code: e.code, message: e.message });
+      };
+      const joinTimer = setTimeout(() => {
+        if (viewer !== null || joining) return;
+        send({ type: 'error', code: 'ECO3D_ERR_TIMEOUT', message: `no join within ${JOIN_TIMEOUT_MS} ms` });
+        socket.close(1008, 'no join');
+      }, JOIN_TIMEOUT_MS);
+
+      const onMessage = async (raw: string | null): Promise<void> => {
+        const now = Date.now();
+        if (now - windowStartMs >= 1000) {
+          windowStartMs = now;
+          inWindow = 0;
+        }
+        if (++inWindow > MAX_MESSAGES_PER_S) throw new Eco3dError('ECO3D_ERR_RATE_LIMITED', `more than ${MAX_MESSAGES_PER_S} signaling messages per second`);
+        if (raw === null) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', 'binary frames are not accepted; send JSON text');
+        const msg = parseLiveClientMessage(raw);
+        switch (msg.type) {
+          case 'join': {
+            if (viewer !== null || joining) throw new Eco3dError('ECO3D_ERR_CONFLICT', 'already joined');
+            joining = true;
+            try {
+              const principal = msg.token !== undefined ? await auth.authenticate(msg.token) : sessionPrincipal;
+              if (principal === null) throw new Eco3dError('ECO3D_ERR_UNAUTHENTICATED', 'sign in first, or join with a valid scoped token');
+              if (principal.role !== 'platform-admin' && principal.tenantId !== meta.tenantId) {
+                throw new Eco3dError('ECO3D_ERR_FORBIDDEN', `this robot's streams belong to tenant ${meta.tenantId}`);
+              }
+              const grants = liveGrantsFor(principal);
+              if (!grants.video && !grants.telemetry && !grants.volume) throw new Eco3dError('ECO3D_ERR_FORBIDDEN', 'no live scope granted (live:video, live:pose or live:volume)');
+              clearTimeout(joinTimer);
+              viewer = await hub.join({ actor: principal.username, role: principal.role, tier: viewerTierFor(principal), grants, want: msg.want }, send);
+              if (socket.readyState !== socket.OPEN) viewer.close('signaling closed');
+            } catch (err) {
+              const e = toEco3dError(err);
+              fail(e);
+              if (e.code === 'ECO3D_ERR_UNAUTHENTICATED' || e.code === 'ECO3D_ERR_FORBIDDEN') socket.close(1008, e.code);
+            } finally {
+              joining = false;
+            }
+            return;
+          }
+          case 'answer':
+            if (viewer === null) throw new Eco3dError('ECO3D_ERR_CONFLICT', 'join first');
+            await viewer.answer(msg.sdp);
+            return;
+          case 'ice':
+            if (viewer === null) throw new Eco3dError('ECO3D_ERR_CONFLICT', 'join first');
+            await viewer.addIceCandidate(msg.candidate);
+            return;
+          case 'leave':
+            viewer?.close('left');
+            socket.close(1000, 'left');
+            return;
+        }
+      };
+
+      // One message at a time, in order: an ICE candidate must not overtake the answer it follows.
+      let tail: Promise<void> = Promise.resolve();
+      socket.on('message', (data, isBinary) => {
+        const raw = isBinary ? null : rawText(data);
+        tail = tail.then(() => onMessage(raw)).catch(fail);
+      });
+      socket.on('close', () => {
+        clearTimeout(joinTimer);
+        sockets.delete(socket);
+        viewer?.close('signaling closed');
+      });
+      socket.on('error', (err) => log.warn({ err: err.message }, 'live signaling socket error'));
+    },
+    close() {
+      for (const s of sockets) s.close(1001, 'server shutting down');
+    },
+  };
+}
+
+function rawText(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString('utf8');
+  if (Array.isArray(data)) return Buffer.concat(data).toString('utf8');
+  return Buffer.from(data).toString('utf8');
+}
