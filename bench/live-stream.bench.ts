@@ -13,62 +13,17 @@
 // The 20-viewer phase lasts LONG_S seconds; its first and last 10 s are compared for growth.
 //
 // Env: PHASE_S (default 15), LONG_S (default 60).
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { deflateSync } from 'node:zlib';
 import WebSocket from 'ws';
 import type { LiveClient } from '../marketplace/sdk/live-client.ts';
-import { connectNodeViewer, watchVideo } from '../test/live-client.ts';
+import { connectNodeViewer, procUsage, startChildServer, watchVideo } from '../test/live-client.ts';
 import { bench, percentile } from './stats.ts';
 
 const PHASE_S = Number(process.env.PHASE_S ?? 15);
 const LONG_S = Number(process.env.LONG_S ?? 60);
-const PASSWORD = 'bench-password-123';
 const SWEEP = { kind: 'linear', startMm: { x: 450, y: -30 }, headingDeg: 0, lengthMm: 60, speedMmPerS: 10 };
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
-
-async function startServer(): Promise<{ url: string; child: ChildProcess; dir: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'eco3d-bench-live-'));
-  const port = await freePort();
-  const child = spawn(process.execPath, ['bin/eco3d.mjs', 'start', '--data', dir, '--port', String(port)], {
-    env: { ...process.env, ECO3D_ADMIN_PASSWORD: PASSWORD, ECO3D_DEMO_PASSWORD: PASSWORD, LOG_LEVEL: 'warn', ECO3D_VIEWER_BUILD: 'skip' },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  await new Promise<void>((resolve, reject) => {
-    child.stdout?.on('data', (d: Buffer) => {
-      if (d.toString().includes('Eco3D is up')) resolve();
-    });
-    child.once('exit', (code) => reject(new Error(`server exited ${code}`)));
-  });
-  return { url: `http://127.0.0.1:${port}`, child, dir };
-}
-
-async function login(url: string, username: string): Promise<string> {
-  const r = await fetch(`${url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password: PASSWORD }) });
-  return ((await r.json()) as { token: string }).token;
-}
-
-/** utime+stime of a process in ms (Linux /proc), and its RSS in MB. */
-function procUsage(pid: number): { cpuMs: number; rssMb: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  const rssPages = Number(fields[21]);
-  return { cpuMs: (ticks * 1000) / 100, rssMb: (rssPages * 4096) / 2 ** 20 };
-}
 
 interface Viewer {
   readonly client: LiveClient;
@@ -177,12 +132,12 @@ async function volumeBandwidth(url: string, session: string, bedside: string): P
   client.close();
 }
 
-const server = await startServer();
-const pid = server.child.pid!;
+const server = await startChildServer();
+const pid = server.pid;
 try {
-  const operator = await login(server.url, 'demo-sonographer');
-  const observer = await login(server.url, 'admin');
-  const bedside = await login(server.url, 'demo-bedside');
+  const operator = await server.login('demo-sonographer');
+  const observer = await server.login('admin');
+  const bedside = await server.login('demo-bedside');
   const idle = procUsage(pid);
   bench('live-server-rss-idle', idle.rssMb, 'MB');
   const sweeps = sweepForever(server.url, bedside);
@@ -221,8 +176,6 @@ try {
   await sweeps.stop();
   await volumeBandwidth(server.url, operator, bedside);
 } finally {
-  server.child.kill('SIGTERM');
-  await new Promise((r) => server.child.once('exit', r));
-  rmSync(server.dir, { recursive: true, force: true });
+  await server.stop();
 }
 process.exit(0);

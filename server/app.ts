@@ -437,6 +437,11 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   wsRoute('/ws/operator', 'operator', ['sonographer', 'tenant-admin', 'platform-admin']);
   wsRoute('/ws/bedside', 'bedside', ['bedside']);
 
+  app.get('/api/live', async (req) => {
+    requireRole(req.principal, ADMINS);
+    return ctx.live.stats();
+  });
+
   // Live-stream signaling. Browsers come with their session cookie; plugins may instead name a
   // scoped token in their `join` (a browser WebSocket cannot set an Authorization header), so
   // this socket authenticates in its first message, not before the upgrade.

@@ -5,7 +5,7 @@
 import type { RawData, WebSocket } from 'ws';
 import { Eco3dError, toEco3dError } from '../protocols/errors.ts';
 import { parseLiveClientMessage, type LiveServerMessage } from '../protocols/live.ts';
-import type { LiveHub, LiveViewer } from '../streamer/index.ts';
+import type { LiveHubStats, LiveService, LiveViewerHandle } from '../streamer/index.ts';
 import { liveGrantsFor, viewerTierFor, type AuthService, type Principal } from './auth.ts';
 import type { Logger } from './log.ts';
 
@@ -15,15 +15,17 @@ const MAX_MESSAGES_PER_S = 100;
 
 export interface LiveSignaling {
   attach(socket: WebSocket, principal: Principal | null): void;
+  /** Viewers, open peers and per-viewer counters (GET /api/live). */
+  stats(): Promise<LiveHubStats>;
   close(): void;
 }
 
-export function liveSignaling(hub: LiveHub, auth: AuthService, log: Logger, meta: { tenantId: string }): LiveSignaling {
+export function liveSignaling(hub: LiveService, auth: AuthService, log: Logger, meta: { tenantId: string }): LiveSignaling {
   const sockets = new Set<WebSocket>();
   return {
     attach(socket, sessionPrincipal) {
       sockets.add(socket);
-      let viewer: LiveViewer | null = null;
+      let viewer: LiveViewerHandle | null = null;
       let joining = false;
       let windowStartMs = Date.now();
       let inWindow = 0;
@@ -102,6 +104,7 @@ export function liveSignaling(hub: LiveHub, auth: AuthService, log: Logger, meta
       });
       socket.on('error', (err) => log.warn({ err: err.message }, 'live signaling socket error'));
     },
+    stats: () => hub.stats(),
     close() {
       for (const s of sockets) s.close(1001, 'server shutting down');
     },

@@ -212,6 +212,7 @@ export function openApiDocument(): Record<string, unknown> {
           responses: { '201': { description: 'created' }, ...errors, '404': { description: 'no such tenant', ...json(error) } },
         },
       },
+      '/api/live': { get: { summary: 'Live streams: viewers, open peer connections, per-viewer counters (admins)', responses: { '200': { description: 'stats' }, ...errors } } },
       '/api/robot': { get: { summary: 'Latest robot, link, safety, control and acquisition status', responses: { '200': { description: 'status' }, ...errors } } },
       '/api/acquisitions': { get: { summary: 'The tenant’s acquisition log, newest first', parameters: [{ name: 'limit', in: 'query', schema: { type: 'integer', maximum: 1000 } }], responses: { '200': { description: 'list' }, ...errors } } },
       '/api/acquisitions/{uid}': {

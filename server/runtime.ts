@@ -10,7 +10,7 @@ import { filter, map, share, type Observable, type Subscription } from 'rxjs';
 import { AcquisitionController, SafetySupervisor, TeleopSession, type SweepPlan } from '../controller/index.ts';
 import { Eco3dError, toEco3dError, torsoSkinHeightMm, type RobotDriver, type TrackedFrame } from '../protocols/index.ts';
 import { imageGeometry, imageToProbe, type UltrasoundSimulator } from '../sim/index.ts';
-import { LiveHub, LiveVolume, liveGridFor, type LiveFrame, type LiveSweepShape } from '../streamer/index.ts';
+import { liveGridFor, RemoteLiveHub, type LiveFrame, type LiveSweepShape } from '../streamer/index.ts';
 import {
   acquireDataDirLock,
   addMeasurement,
@@ -71,7 +71,7 @@ export interface RunningServer {
   readonly safety: SafetySupervisor;
   readonly acquisition: AcquisitionController;
   readonly dispatcher: OutboxDispatcher;
-  readonly live: LiveHub;
+  readonly live: RemoteLiveHub;
   /** Idempotent graceful shutdown: stops the robot, records, closes the database, unlocks. */
   close(): Promise<void>;
 }
@@ -144,7 +144,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     // The simulated scanner renders B-mode frames while a sweep records them or a viewer
     // watches, never otherwise (5 ms a frame on the thread the control loop shares).
     const scanner = simulatedScanner();
-    let live: LiveHub | null = null;
+    let live: RemoteLiveHub | null = null;
     const renderWanted = (): boolean => isSweeping(acquisition.snapshot) || (live?.wantsVideo() ?? false);
     const frames$: Observable<LiveFrame> = scannerFrames$(scanner, driver.state$.pipe(filter(renderWanted))).pipe(
       map((f) => Object.assign(f, { capturedAtMs: Date.now() })),
@@ -175,21 +175,21 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     });
     cleanups.push(() => session.close());
 
-    const liveVolume = new LiveVolume();
-    cleanups.push(() => liveVolume.close());
-    const liveVolumeSub = feedLiveVolume(acquisition, frames$, liveVolume, scanner, log);
-    cleanups.push(() => liveVolumeSub.unsubscribe());
-    live = new LiveHub(
-      {
-        frames$,
-        status: () => session.status(),
-        volume: liveVolume,
-        imaging: { widthPx: imageGeometry(scanner.probe).widthPx, heightPx: imageGeometry(scanner.probe).heightPx, imageToProbe: Array.from(imageToProbe(scanner.probe)) },
-      },
-      { iceServers: cfg.iceServers, log },
-    );
-    const hub = live;
+    // The live streams (WebRTC) and the live volume run in a worker thread: their work never
+    // delays the robot's state stream on this thread.
+    const liveFeed = liveVolumeFeed(acquisition, scanner);
+    const hub = await RemoteLiveHub.start({
+      frames$,
+      status: () => session.status(),
+      imaging: { widthPx: imageGeometry(scanner.probe).widthPx, heightPx: imageGeometry(scanner.probe).heightPx, imageToProbe: Array.from(imageToProbe(scanner.probe)) },
+      hub: { iceServers: cfg.iceServers },
+      pasteFrame: liveFeed.pasteFrame,
+      log,
+    });
+    live = hub;
     cleanups.push(() => hub.close());
+    const liveVolumeSub = liveFeed.start(hub, log);
+    cleanups.push(() => liveVolumeSub.unsubscribe());
 
     const availabilitySub = recordLinkAvailability(db, driver, cfg, log);
     cleanups.push(() => availabilitySub.unsubscribe());
@@ -261,36 +261,32 @@ export const acquisitionsDir = (dataDir: string): string => join(dataDir, 'acqui
 
 /**
  * The live volume: a grid per acquisition, from its plan, when its sweep phase begins; the
- * sweep's frames pasted into it as they come (the pipeline pastes off the control loop).
+ * sweep's frames go into it as they come (the worker pastes them).
  */
-function feedLiveVolume(acquisition: AcquisitionController, frames$: Observable<TrackedFrame>, volume: LiveVolume, scanner: UltrasoundSimulator, log: Logger): Subscription {
+function liveVolumeFeed(acquisition: AcquisitionController, scanner: UltrasoundSimulator): { pasteFrame: (f: TrackedFrame) => boolean; start(hub: RemoteLiveHub, log: Logger): Subscription } {
   let uid: string | null = null;
   const g = imageGeometry(scanner.probe);
   const image = { widthMm: g.widthPx * g.spacingMm.u, depthMm: g.maxDepthMm };
-  const sub = acquisition.state$.subscribe((s) => {
-    const sweeping = isSweeping(s);
-    if (sweeping && s.acquisitionUid !== null && s.acquisitionUid !== uid) {
-      uid = s.acquisitionUid;
-      const plan = acquisition.plan;
-      if (plan === null) return;
-      try {
-        const grid = liveGridFor(sweepShape(plan.sweep), image);
-        volume.begin(uid, grid);
-        log.info({ acquisitionUid: uid, dims: grid.dims, spacingMm: grid.spacingMm.x }, 'live volume started');
-      } catch (err) {
-        log.warn({ acquisitionUid: uid, err: toEco3dError(err).message }, 'no live volume for this sweep');
-      }
-    } else if (!sweeping && uid !== null) {
-      volume.end();
-      uid = null;
-    }
-  });
-  sub.add(
-    frames$.subscribe((f) => {
-      if (uid !== null && acquisition.snapshot.acquisitionUid === uid && isSweeping(acquisition.snapshot)) volume.push(f);
-    }),
-  );
-  return sub;
+  return {
+    pasteFrame: () => uid !== null && acquisition.snapshot.acquisitionUid === uid && isSweeping(acquisition.snapshot),
+    start: (hub, log) =>
+      acquisition.state$.subscribe((s) => {
+        const sweeping = isSweeping(s);
+        if (sweeping && s.acquisitionUid !== null && s.acquisitionUid !== uid) {
+          const plan = acquisition.plan;
+          if (plan === null) return;
+          try {
+            hub.beginVolume(s.acquisitionUid, liveGridFor(sweepShape(plan.sweep), image));
+            uid = s.acquisitionUid;
+          } catch (err) {
+            log.warn({ acquisitionUid: s.acquisitionUid, err: toEco3dError(err).message }, 'no live volume for this sweep');
+          }
+        } else if (!sweeping && uid !== null) {
+          hub.endVolume();
+          uid = null;
+        }
+      }),
+  };
 }
 
 function sweepShape(sweep: SweepPlan): LiveSweepShape {

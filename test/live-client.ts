@@ -1,5 +1,11 @@
 // The SDK's LiveClient in Node (for tests and benchmarks): @roamhq/wrtc for WebRTC, ws for the
 // signaling socket, and an RTCVideoSink to read the decoded B-mode frames and their timecodes.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { LiveClient, type LiveClientOptions, type MediaStreamLike, type WebSocketLike } from '../marketplace/sdk/live-client.ts';
 import { readTimecodeLuma, unwrapTimecode } from '../protocols/video-timecode.ts';
@@ -38,4 +44,59 @@ export function watchVideo(stream: MediaStreamLike, onFrame: (f: DecodedFrame) =
     onFrame({ width: frame.width, height: frame.height, capturedAtMs: code === null ? null : unwrapTimecode(code, now), receivedAtMs: now, luma });
   };
   return () => sink.stop();
+}
+
+/** `eco3d start` in a child process (its CPU and memory are its own), on a free port. */
+export interface ChildServer {
+  readonly url: string;
+  readonly pid: number;
+  login(username: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export const CHILD_PASSWORD = 'child-server-password-123';
+
+export async function startChildServer(): Promise<ChildServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'eco3d-child-'));
+  const port = await new Promise<number>((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+  const bin = fileURLToPath(new URL('../bin/eco3d.mjs', import.meta.url));
+  const child = spawn(process.execPath, [bin, 'start', '--data', dir, '--port', String(port)], {
+    env: { ...process.env, ECO3D_ADMIN_PASSWORD: CHILD_PASSWORD, ECO3D_DEMO_PASSWORD: CHILD_PASSWORD, LOG_LEVEL: 'warn', ECO3D_VIEWER_BUILD: 'skip', DATABASE_URL: '' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  await new Promise<void>((resolve, reject) => {
+    child.stdout.on('data', (d: Buffer) => {
+      if (d.toString().includes('Eco3D is up')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`eco3d start exited with ${code}`)));
+  });
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    url,
+    pid: child.pid!,
+    async login(username) {
+      const r = await fetch(`${url}/api/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ username, password: CHILD_PASSWORD }) });
+      if (r.status !== 200) throw new Error(`login ${username}: ${r.status}`);
+      return ((await r.json()) as { token: string }).token;
+    },
+    async stop() {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A process's CPU time (utime + stime, ms) and resident memory (MB), from /proc. */
+export function procUsage(pid: number): { cpuMs: number; rssMb: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  return { cpuMs: ticks * 10, rssMb: (Number(fields[21]) * 4096) / 2 ** 20 };
 }

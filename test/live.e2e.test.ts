@@ -1,32 +1,27 @@
-// Live streaming end to end in Node: a real server, real WebRTC (@roamhq/wrtc) on both ends, the
-// SDK's LiveClient, a real sweep of the simulated robot.
+// Live streaming end to end in Node: a real `eco3d start` (in its own process: wrtc can live in
+// one thread per process, and the server runs it in a worker), real WebRTC (@roamhq/wrtc) on both
+// ends, the SDK's LiveClient, a real sweep of the simulated robot.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import WebSocket from 'ws';
 import type { LiveClient } from '../marketplace/sdk/live-client.ts';
-import { startTestServer, type TestServer } from './harness.ts';
-import { connectNodeViewer, watchVideo, type DecodedFrame } from './live-client.ts';
+import { TeleopClient } from './harness.ts';
+import { connectNodeViewer, startChildServer, watchVideo, type ChildServer, type DecodedFrame } from './live-client.ts';
 
 const SWEEP = { kind: 'linear', startMm: { x: 450, y: -15 }, headingDeg: 0, lengthMm: 30, speedMmPerS: 15 };
 
-function until<T>(what: string, timeoutMs: number, poll: () => T | undefined | null | false): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const started = Date.now();
-    const timer = setInterval(() => {
-      const v = poll();
-      if (v !== undefined && v !== null && v !== false) {
-        clearInterval(timer);
-        resolve(v);
-      } else if (Date.now() - started > timeoutMs) {
-        clearInterval(timer);
-        reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
-      }
-    }, 20);
-  });
+async function until<T>(what: string, timeoutMs: number, poll: () => T | undefined | null | false | Promise<T | undefined | null | false>): Promise<T> {
+  const started = Date.now();
+  for (;;) {
+    const v = await poll();
+    if (v !== undefined && v !== null && v !== false) return v;
+    if (Date.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }
 
 /** A raw signaling socket, to send what a well-behaved client never would. */
-async function rawSignaling(t: TestServer, session?: string): Promise<{ ws: WebSocket; next: (what: string) => Promise<Record<string, unknown>> }> {
+async function rawSignaling(t: ChildServer, session?: string): Promise<{ ws: WebSocket; next: (what: string) => Promise<Record<string, unknown>> }> {
   const ws = new WebSocket(`${t.url.replace(/^http/, 'ws')}/ws/live`, session === undefined ? {} : { headers: { authorization: `Bearer ${session}` } });
   const inbox: Record<string, unknown>[] = [];
   const waiters: ((m: Record<string, unknown>) => void)[] = [];
@@ -56,19 +51,27 @@ async function rawSignaling(t: TestServer, session?: string): Promise<{ ws: WebS
 }
 
 describe('live streams over WebRTC', () => {
-  let t: TestServer;
+  let t: ChildServer;
   let sonographer: string;
   let bedside: string;
+  let admin: string;
   const clients: LiveClient[] = [];
+  const peersOpen = async (): Promise<number> => (await liveStats()).peersOpen;
+  const liveStats = async (): Promise<{ peersOpen: number; perViewer: { id: string; volumeBricksSent: number }[] }> => {
+    const r = await fetch(`${t.url}/api/live`, { headers: { authorization: `Bearer ${admin}` } });
+    assert.equal(r.status, 200);
+    return (await r.json()) as { peersOpen: number; perViewer: { id: string; volumeBricksSent: number }[] };
+  };
 
   before(async () => {
-    t = await startTestServer();
+    t = await startChildServer();
     sonographer = await t.login('demo-sonographer');
     bedside = await t.login('demo-bedside');
+    admin = await t.login('admin');
   });
   after(async () => {
     for (const c of clients) c.close();
-    await t.close();
+    await t.stop();
     // libwebrtc's threads finish closing the peers asynchronously; exiting before they do
     // crashes the process in wrtc's teardown (a native HandleScope error).
     await new Promise((r) => setTimeout(r, 1000));
@@ -99,7 +102,7 @@ describe('live streams over WebRTC', () => {
     await until('a measured round trip', 5000, () => c.rttMs() !== null);
     assert.ok(c.rttMs()! < 1000);
     c.close();
-    await until('the server closed its peer', 5000, () => t.server.live.stats().peersOpen === 0);
+    await until('the server closed its peer', 5000, async () => (await peersOpen()) === 0);
   });
 
   test('a sweep grows the volume brick by brick; a viewer joining later gets the same volume as a snapshot', async () => {
@@ -107,7 +110,7 @@ describe('live streams over WebRTC', () => {
     clients.push(early);
     let commits = 0;
     early.on('volume', () => commits++);
-    const bs = await t.connect('bedside', bedside);
+    const bs = await TeleopClient.open(`${t.url.replace(/^http/, 'ws')}/ws/bedside`, bedside);
     const ack = await bs.request({ type: 'sweep-start', plan: SWEEP });
     assert.equal(ack.type, 'ack', JSON.stringify(ack));
     const grid = await until('a grid', 30_000, () => early.volume.grid);
@@ -142,13 +145,14 @@ describe('live streams over WebRTC', () => {
     assert.equal(late.volume.grid?.gridId, grid.gridId);
     assert.equal(late.volume.grid?.acquisitionUid, grid.acquisitionUid);
     assert.ok(Buffer.from(late.volume.voxels).equals(Buffer.from(early.volume.voxels)), 'snapshot equals the incrementally built volume');
-    const stats = t.server.live.stats();
+    const stats = await liveStats();
     const earlyStats = stats.perViewer.find((v) => v.id === early.welcome.viewerId)!;
     assert.ok(earlyStats.volumeBricksSent > 0);
+    bs.ws.close();
   });
 
   test('bad signaling gets coded errors and leaks no peer connection', async () => {
-    const before = t.server.live.stats().peersOpen;
+    const before = (await peersOpen());
     const s = await rawSignaling(t, sonographer);
     s.ws.send('{not json');
     assert.equal((await s.next('error')).code, 'ECO3D_ERR_BAD_REQUEST');
@@ -159,13 +163,13 @@ describe('live streams over WebRTC', () => {
     s.ws.send(JSON.stringify({ type: 'join', want: { video: true, telemetry: true, volume: false, call: false } }));
     assert.equal((await s.next('welcome')).type, 'welcome');
     assert.equal((await s.next('offer')).type, 'offer');
-    assert.equal(t.server.live.stats().peersOpen, before + 1);
+    assert.equal((await peersOpen()), before + 1);
     s.ws.send(JSON.stringify({ type: 'answer', sdp: 'this is not SDP at all' }));
     let m = await s.next('error');
     while (m.type === 'ice' || m.type === 'bye') m = await s.next('error');
     assert.equal(m.code, 'ECO3D_ERR_BAD_REQUEST');
     assert.match(String(m.message), /not an SDP/);
-    await until('the peer closed', 5000, () => t.server.live.stats().peersOpen === before);
+    await until('the peer closed', 5000, async () => (await peersOpen()) === before);
     s.ws.close();
 
     // A socket that is closed mid-negotiation leaves no peer behind either.
@@ -173,7 +177,7 @@ describe('live streams over WebRTC', () => {
     s2.ws.send(JSON.stringify({ type: 'join' }));
     await s2.next('welcome');
     s2.ws.terminate();
-    await until('the abandoned peer closed', 5000, () => t.server.live.stats().peersOpen === before);
+    await until('the abandoned peer closed', 5000, async () => (await peersOpen()) === before);
 
     // No credentials: refused.
     const anon = await rawSignaling(t);
