@@ -1,0 +1,28 @@
+// Vite build of the browser apps: `npx vite build --config viewer/vite.config.ts` → viewer/dist/.
+// Multi-page: login + navigation (index), sonographer console, bedside panel, AR plugin example.
+// A plain object (no `vite` import) so that this file type-checks with the browser code and
+// without Node's types.
+const root = decodeURIComponent(new URL('.', import.meta.url).pathname).replace(/\/$/, '');
+
+export default {
+  root,
+  // Relative asset URLs: the pages work wherever the server mounts them.
+  base: './',
+  // The dev server may read the shared protocol files and the SDK one level up.
+  server: { fs: { allow: [`${root}/..`] } },
+  build: {
+    outDir: `${root}/dist`,
+    emptyOutDir: true,
+    target: 'es2022',
+    sourcemap: true,
+    chunkSizeWarningLimit: 4096,
+    rollupOptions: {
+      input: {
+        index: `${root}/index.html`,
+        console: `${root}/console.html`,
+        bedside: `${root}/bedside.html`,
+        'ar-example': `${root}/ar-example.html`,
+      },
+    },
+  },
+};
