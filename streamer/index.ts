@@ -47,5 +47,5 @@ export { LiveVolume, liveGridFor } from './live-volume.ts';
 export type { LiveVolumeSource, LiveVolumeUpdate, LiveGridInfo, LiveVolumeOptions, LiveSweepShape, ProbeImageExtent } from './live-volume.ts';
 export { wrtc } from './wrtc.ts';
 export type { Wrtc, PeerConnection, IceServer, MediaTrack, VideoSink } from './wrtc.ts';
-export { RemoteLiveHub, startTsWorker } from './live-remote.ts';
+export { RemoteLiveHub, forkTs } from './live-remote.ts';
 export type { LiveService, LiveViewerHandle, RemoteLiveHubOptions } from './live-remote.ts';

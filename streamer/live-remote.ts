@@ -1,12 +1,16 @@
-// The main thread's side of the live streams: a LiveHub and its live volume running in a worker
-// thread (live-worker.ts), so that libwebrtc's blocking calls and the volume's paste and
-// encoding never run on the thread of the robot's control loop.
+// The server's side of the live streams: a LiveHub and its live volume running in a child
+// process of their own (live-worker.ts), so that libwebrtc's blocking calls and the volume's
+// paste and encoding never run on the thread of the robot's control loop, and a crash inside
+// libwebrtc (native code) ends the streams, not the robot's controller. A streamer process that
+// dies is started again after a second; its viewers reconnect (the SDK does it by itself) and
+// get a fresh snapshot of the live volume from then on.
 //
-// Main → worker: B-mode frames (a copy of the pixels, transferred, not cloned), the tele-op status
+// Server → streamer: B-mode frames (a copy of the pixels, transferred, not cloned), the tele-op status
 // at the telemetry rate, the live volume's grid per acquisition, and each viewer's signaling.
-// Worker → main: each viewer's outgoing signaling, replies, and whether any viewer wants video
-// (the main thread renders frames only when someone needs them).
-import { Worker } from 'node:worker_threads';
+// Streamer → server: each viewer's outgoing signaling, replies, and whether any viewer wants video
+// (the server renders frames only when someone needs them).
+import { fork, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import type { Observable, Subscription } from 'rxjs';
 import { Eco3dError, type ErrorCode } from '../protocols/errors.ts';
 import type { TrackedFrame, VolumeGrid } from '../protocols/imaging.ts';
@@ -62,19 +66,22 @@ export interface RemoteLiveHubOptions {
   readonly log?: { info(o: object, msg: string): void; warn(o: object, msg: string): void; error(o: object, msg: string): void };
 }
 
-/** Starts a TypeScript worker: Node 20 ignores `--import tsx` in a Worker's execArgv, so it registers tsx itself. */
-export function startTsWorker(url: URL): Worker {
-  let tsxApi = 'tsx/esm/api';
+/** Starts a TypeScript module as a child process (tsx registered), speaking structured-clone IPC. */
+export function forkTs(url: URL): ChildProcess {
+  let tsx = 'tsx';
   try {
-    tsxApi = import.meta.resolve('tsx/esm/api');
+    tsx = import.meta.resolve('tsx');
   } catch {
     // keep the bare specifier
   }
-  return new Worker(`import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { eval: true });
+  return fork(fileURLToPath(url), [], { execArgv: ['--import', tsx], serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
 }
 
+const RESTART_DELAY_MS = 1000;
+
 export class RemoteLiveHub implements LiveService {
-  readonly #worker: Worker;
+  #child!: ChildProcess;
+  #ready: Promise<void> = Promise.resolve();
   readonly #pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
   readonly #signals = new Map<number, Signal>();
   readonly #sub: Subscription;
@@ -85,37 +92,54 @@ export class RemoteLiveHub implements LiveService {
   #closing: Promise<void> | null = null;
 
   private constructor(private readonly opts: RemoteLiveHubOptions) {
-    this.#worker = startTsWorker(new URL('./live-worker.ts', import.meta.url));
-    this.#worker.on('message', (m: FromLiveWorker) => this.#onMessage(m));
-    this.#worker.on('error', (err) => this.#die(err));
-    this.#worker.on('exit', (code) => this.#die(new Error(`live worker exited with code ${code}`)));
+    this.#spawn();
     this.#sub = opts.frames$.subscribe((f) => {
       const paste = opts.pasteFrame?.(f) ?? false;
       if (this.#dead !== null || (!paste && !this.#wantsVideo)) return;
       // A copy goes to the worker (the recorder keeps the original); transferring it avoids a second copy.
       const pixels = f.pixels.slice();
       const frame: LiveFrame = { index: f.index, tMs: f.tMs, width: f.width, height: f.height, pixels, imageToReference: f.imageToReference, capturedAtMs: f.capturedAtMs };
-      this.#post({ t: 'frame', frame, video: this.#wantsVideo, paste }, [pixels.buffer]);
+      this.#post({ t: 'frame', frame, video: this.#wantsVideo, paste });
     });
     const hz = opts.hub?.telemetryHz ?? 30;
     this.#statusTimer = setInterval(() => this.#post({ t: 'status', status: opts.status() }), Math.max(5, Math.round(1000 / hz)));
   }
 
-  /** Starts the worker and waits until it is ready. */
+  /** Starts the streamer process and waits until it is ready. */
   static async start(opts: RemoteLiveHubOptions): Promise<RemoteLiveHub> {
     const hub = new RemoteLiveHub(opts);
-    await new Promise<void>((resolve, reject) => {
+    await hub.#ready;
+    return hub;
+  }
+
+  #spawn(): void {
+    const child = forkTs(new URL('./live-worker.ts', import.meta.url));
+    this.#child = child;
+    this.#dead = null;
+    this.#ready = new Promise<void>((resolve, reject) => {
       const onMsg = (m: FromLiveWorker): void => {
         if (m.t !== 'ready') return;
-        hub.#worker.off('message', onMsg);
-        hub.#worker.off('error', reject);
+        child.off('message', onMsg);
         resolve();
       };
-      hub.#worker.on('message', onMsg);
-      hub.#worker.once('error', reject);
-      hub.#post({ t: 'init', imaging: opts.imaging, options: opts.hub ?? {}, volume: opts.volume ?? {}, status: opts.status() });
+      child.on('message', onMsg);
+      child.once('exit', (code, signal) => reject(new Error(`the streamer process exited (${signal ?? code}) before it was ready`)));
     });
-    return hub;
+    child.on('message', (m: FromLiveWorker) => this.#onMessage(m));
+    child.on('error', (err) => this.#die(err));
+    child.on('exit', (code, signal) => {
+      this.#die(new Error(`the streamer process exited (${signal ?? code})`));
+      if (this.#closing === null) setTimeout(() => this.#restart(), RESTART_DELAY_MS).unref();
+    });
+    this.#post({ t: 'init', imaging: this.opts.imaging, options: this.opts.hub ?? {}, volume: this.opts.volume ?? {}, status: this.opts.status() });
+  }
+
+  #restart(): void {
+    if (this.#closing !== null) return;
+    this.opts.log?.warn({}, 'restarting the streamer process');
+    this.#wantsVideo = false;
+    this.#spawn();
+    this.#ready.catch((err: unknown) => this.opts.log?.error({ err: (err as Error).message }, 'the streamer process did not start'));
   }
 
   wantsVideo(): boolean {
@@ -168,14 +192,24 @@ export class RemoteLiveHub implements LiveService {
       if (this.#dead === null) {
         await Promise.race([this.#request({ t: 'close', req: this.#nextReq++ }), new Promise((r) => setTimeout(r, 3000))]).catch(() => undefined);
       }
+      const child = this.#child;
       this.#dead ??= new Eco3dError('ECO3D_ERR_CLOSED', 'the live streams are closed');
-      await this.#worker.terminate();
+      if (child.exitCode === null && child.signalCode === null) {
+        const exited = new Promise((r) => child.once('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
     })();
     return this.#closing;
   }
 
-  #post(m: ToLiveWorker, transfer: ArrayBuffer[] = []): void {
-    if (this.#dead === null) this.#worker.postMessage(m, transfer);
+  #post(m: ToLiveWorker): void {
+    if (this.#dead !== null || !this.#child.connected) return;
+    // Backed-up IPC (the streamer is behind): drop a frame rather than queue it in memory.
+    if (m.t === 'frame' && this.#child.channel !== undefined && (this.#child as unknown as { channel: { writableLength?: number } }).channel.writableLength! > 8 * 1024 * 1024) return;
+    this.#child.send(m, (err) => {
+      if (err !== null) this.opts.log?.warn({ err: err.message, message: m.t }, 'message to the streamer process failed');
+    });
   }
 
   #request(m: ToLiveWorker & { req: number }): Promise<unknown> {
@@ -216,7 +250,7 @@ export class RemoteLiveHub implements LiveService {
   #die(err: Error): void {
     if (this.#dead !== null) return;
     this.#dead = err;
-    this.opts.log?.error({ err: err.message }, 'the live-stream worker stopped; live video and volume are unavailable (the robot is unaffected)');
+    this.opts.log?.error({ err: err.message }, 'the streamer process stopped; live video and volume are unavailable until it restarts (the robot is unaffected)');
     for (const p of this.#pending.values()) p.reject(new Eco3dError('ECO3D_ERR_CLOSED', `live streams unavailable: ${err.message}`));
     this.#pending.clear();
     for (const s of this.#signals.values()) s({ type: 'bye', reason: 'live streams unavailable' });

@@ -1,11 +1,11 @@
-// The live streams in a worker thread. libwebrtc's calls block the calling thread while they
-// hop to its own threads (a video frame in, a data-channel send, even reading bufferedAmount):
-// measured at 2–3 ms per video frame per viewer, and far longer when the machine is busy. On
-// the main thread that starved the robot's state stream and aborted sweeps. Here they block
-// only this worker. The worker also owns the live volume (paste, brick content, encoding).
+// The streamer process: the live streams (WebRTC) and the live volume, apart from the server's
+// control loop. libwebrtc's calls block the calling thread while they hop to its own threads (a
+// video frame in, a data-channel send, even reading bufferedAmount): measured at 2–3 ms per video
+// frame per viewer, and far longer when the machine is busy. On the server's thread that starved
+// the robot's state stream and aborted sweeps; and a crash in native code would take the
+// controller down with it. Here both stay in this process.
 //
-// It speaks the messages of live-remote.ts with the main thread.
-import { parentPort } from 'node:worker_threads';
+// It speaks the messages of live-remote.ts with the server over IPC.
 import { Subject } from 'rxjs';
 import { toEco3dError } from '../protocols/errors.ts';
 import type { TeleopStatus } from '../protocols/teleop.ts';
@@ -13,9 +13,10 @@ import { LiveHub, type LiveFrame, type LiveViewer } from './live-hub.ts';
 import type { FromLiveWorker, ToLiveWorker } from './live-remote.ts';
 import { LiveVolume } from './live-volume.ts';
 
-const port = parentPort;
-if (port === null) throw new Error('live-worker.ts must run in a worker thread');
-const post = (m: FromLiveWorker): void => port.postMessage(m);
+if (process.send === undefined) throw new Error('live-worker.ts runs as a child process with IPC (see live-remote.ts)');
+const post = (m: FromLiveWorker): void => {
+  if (process.connected) process.send!(m);
+};
 
 let hub: LiveHub | null = null;
 let volume: LiveVolume | null = null;
@@ -52,7 +53,7 @@ async function handle(m: ToLiveWorker): Promise<void> {
         },
         { ...m.options, log },
       );
-      setInterval(reportWantsVideo, 250).unref();
+      setInterval(reportWantsVideo, 250);
       post({ t: 'ready' });
       return;
     }
@@ -121,6 +122,15 @@ async function handle(m: ToLiveWorker): Promise<void> {
   }
 }
 
-port.on('message', (m: ToLiveWorker) => {
-  handle(m).catch((err: unknown) => log.warn({ err: toEco3dError(err).message, message: m.t }, 'live worker message failed'));
+process.on('message', (m: ToLiveWorker) => {
+  handle(m).catch((err: unknown) => log.warn({ err: toEco3dError(err).message, message: m.t }, 'streamer message failed'));
+});
+// The server went away: no one to stream for.
+process.on('disconnect', () => {
+  hub?.close();
+  setTimeout(() => process.exit(0), 300);
+});
+process.on('SIGTERM', () => {
+  hub?.close();
+  setTimeout(() => process.exit(0), 300);
 });

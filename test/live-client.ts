@@ -66,7 +66,7 @@ export async function startChildServer(): Promise<ChildServer> {
   });
   const bin = fileURLToPath(new URL('../bin/eco3d.mjs', import.meta.url));
   const child = spawn(process.execPath, [bin, 'start', '--data', dir, '--port', String(port)], {
-    env: { ...process.env, ECO3D_ADMIN_PASSWORD: CHILD_PASSWORD, ECO3D_DEMO_PASSWORD: CHILD_PASSWORD, LOG_LEVEL: 'warn', ECO3D_VIEWER_BUILD: 'skip', DATABASE_URL: '' },
+    env: { ...process.env, ECO3D_ADMIN_PASSWORD: CHILD_PASSWORD, ECO3D_DEMO_PASSWORD: CHILD_PASSWORD, LOG_LEVEL: process.env.CHILD_LOG_LEVEL ?? 'warn', ECO3D_VIEWER_BUILD: 'skip', DATABASE_URL: '', MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   await new Promise<void>((resolve, reject) => {
