@@ -58,6 +58,8 @@ function main(): void {
     running = null;
     $<HTMLButtonElement>('ar-disconnect').disabled = true;
   });
+  // A token is a credential: masked like a password, so that it stays out of screenshots too.
+  $<HTMLInputElement>('ar-token').type = 'password';
   const fromUrl = new URLSearchParams(location.search).get('token');
   if (fromUrl !== null && fromUrl !== '') {
     $<HTMLInputElement>('ar-token').value = fromUrl;
