@@ -1,7 +1,7 @@
 // Compares `eco3d reconstruct` with the PLUS toolkit's reference reconstructions.
 //
-//   node --import tsx scripts/plus-compare.ts <PlusLibData dir> [case …] [--keep <dir>]
-//   node --import tsx scripts/plus-compare.ts --oracle <dir> [case …] [--keep <dir>]
+//   node --import tsx scripts/plus-compare.ts <PlusLibData dir> [case …] [--keep <dir>] [--plus-rounding]
+//   node --import tsx scripts/plus-compare.ts --oracle <dir> [case …] [--keep <dir>] [--plus-rounding]
 //
 // <PlusLibData dir> is a checkout (or extract) of PlusToolkit/PlusLibData holding
 // ConfigFiles/Testing/*.xml and TestImages/*. PLUS's data is never committed here: fetch it
@@ -18,8 +18,13 @@
 //   corr  – Pearson correlation over the voxels both fill;
 //   mad   – mean absolute difference over the voxels both fill;
 //   exact – share of the voxels both fill that are equal;
+//   same  – share of all voxels that are equal (0 = 0 included), and the largest |difference|;
 // PASS when dice ≥ 0.9 and corr ≥ 0.95 (issue 3's thresholds). `--keep <dir>` keeps our volumes.
 // Exit code 1 when a case that ran failed.
+//
+// `--plus-rounding` runs every MEAN case with `eco3d reconstruct --plus-rounding` (PLUS's
+// per-insertion rounding of the running mean and weight instead of our exact sums); cases with
+// other compounding modes, where the flag means nothing, are skipped.
 //
 // `--oracle <dir>` runs the cases of <dir>/cases.json instead: reference volumes made locally by
 // running PLUS's own reconstruction code (e.g. a build of IGSIO's VolumeReconstructorTest) on
@@ -196,6 +201,9 @@ interface Figures {
   readonly corr: number;
   readonly mad: number;
   readonly exact: number;
+  /** Share of all voxels that are equal, and the largest |difference|. */
+  readonly same: number;
+  readonly maxDiff: number;
   readonly oursFilled: number;
   readonly plusFilled: number;
 }
@@ -228,9 +236,14 @@ function compare(ours: Volume, plus: Volume): Figures {
   let sab = 0;
   let sad = 0;
   let eq = 0;
+  let sameAll = 0;
+  let maxDiff = 0;
   for (let i = 0; i < b.length; i++) {
     const va = a[i]!;
     const vb = b[i]!;
+    const d = Math.abs(va - vb);
+    if (d === 0) sameAll++;
+    else if (d > maxDiff) maxDiff = d;
     if (va !== 0) na++;
     if (vb !== 0) nb++;
     if (va === 0 || vb === 0) continue;
@@ -245,24 +258,37 @@ function compare(ours: Volume, plus: Volume): Figures {
   }
   const cov = sab / both - (sa / both) * (sb / both);
   const corr = cov / Math.sqrt((saa / both - (sa / both) ** 2) * (sbb / both - (sb / both) ** 2));
-  return { gridMatch, gridNote, dice: (2 * both) / (na + nb), corr, mad: sad / both, exact: eq / both, oursFilled: na, plusFilled: nb };
+  return {
+    gridMatch,
+    gridNote,
+    dice: (2 * both) / (na + nb),
+    corr,
+    mad: sad / both,
+    exact: eq / both,
+    same: sameAll / b.length,
+    maxDiff,
+    oursFilled: na,
+    plusFilled: nb,
+  };
 }
 
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   let keep: string | undefined;
   let oracle: string | undefined;
+  let plusRounding = false;
   const positional: string[] = [];
   for (let i = 0; i < args.length; i++) {
     if (args[i] === '--keep') keep = args[++i];
     else if (args[i] === '--oracle') oracle = args[++i];
+    else if (args[i] === '--plus-rounding') plusRounding = true;
     else positional.push(args[i]!);
   }
   // oracle cases carry absolute paths, so join(root, p) leaves them as they are when root is '/'
   const root = oracle !== undefined ? '/' : positional[0];
   if (root === undefined || (oracle === undefined && positional.length === 0)) {
-    console.error('usage: node --import tsx scripts/plus-compare.ts <PlusLibData dir> [case …] [--keep <dir>]\n' +
-      '       node --import tsx scripts/plus-compare.ts --oracle <dir> [case …] [--keep <dir>]');
+    console.error('usage: node --import tsx scripts/plus-compare.ts <PlusLibData dir> [case …] [--keep <dir>] [--plus-rounding]\n' +
+      '       node --import tsx scripts/plus-compare.ts --oracle <dir> [case …] [--keep <dir>] [--plus-rounding]');
     process.exit(2);
   }
   const cases = oracle !== undefined ? await oracleCases(oracle) : CASES;
@@ -276,7 +302,7 @@ async function main(): Promise<void> {
     console.log(row);
   };
   const pad = Math.max(10, ...cases.map((c) => c.name.length));
-  console.log(`thresholds: dice ≥ ${DICE_MIN}, corr ≥ ${CORR_MIN}`);
+  console.log(`thresholds: dice ≥ ${DICE_MIN}, corr ≥ ${CORR_MIN}; MEAN ${plusRounding ? "with PLUS's per-insertion rounding (--plus-rounding)" : 'from exact sums (default)'}`);
   try {
     for (const c of cases) {
       if (only.size > 0 && !only.has(c.name)) continue;
@@ -300,9 +326,23 @@ async function main(): Promise<void> {
         print(`${c.name.padEnd(pad)} SKIP  missing ${missing.join(', ')}`);
         continue;
       }
+      if (plusRounding) {
+        const mode = (await readPlusConfigFile(cfg)).volumeReconstruction?.compoundingMode;
+        if (mode !== 'MEAN') {
+          print(`${c.name.padEnd(pad)} SKIP  ${mode ?? 'no VolumeReconstruction'}: --plus-rounding applies to MEAN only`);
+          continue;
+        }
+      }
       const out = join(outDir, `${c.name}.mha`);
       const t0 = performance.now();
-      const rep = await runReconstruct({ configFile: cfg, sourceSeqFile: seq, outputVolumeFile: out, imageToReferenceTransform: c.transform, disableCompression: true });
+      const rep = await runReconstruct({
+        configFile: cfg,
+        sourceSeqFile: seq,
+        outputVolumeFile: out,
+        imageToReferenceTransform: c.transform,
+        disableCompression: true,
+        ...(plusRounding ? { plusRounding: true } : {}),
+      });
       const ms = performance.now() - t0;
       const ours = await readMetaImageVolumeFile(out);
       const plus = await readReference(refPath!);
@@ -312,7 +352,8 @@ async function main(): Promise<void> {
       if (!pass) failed++;
       print(
         `${c.name.padEnd(pad)} ${pass ? 'PASS' : 'FAIL'}  grid ${f.gridMatch ? 'same' : 'DIFF'}  dice ${f.dice.toFixed(4)}  corr ${f.corr.toFixed(4)}  ` +
-          `mad ${f.mad.toFixed(2)}  exact ${(100 * f.exact).toFixed(1)}%  filled ours ${f.oursFilled} PLUS ${f.plusFilled}  ` +
+          `mad ${f.mad.toFixed(2)}  exact ${(100 * f.exact).toFixed(1)}%  same ${(100 * f.same).toFixed(3)}% (max |Δ| ${f.maxDiff})  ` +
+          `filled ours ${f.oursFilled} PLUS ${f.plusFilled}  ` +
           `(${rep.framesUsed} frames, ${ms.toFixed(0)} ms)\n${' '.repeat(pad + 1)}${f.gridNote}${fill}`,
       );
     }

@@ -152,7 +152,8 @@ program
   .option('--image-to-reference-transform <name>', 'transform to use, e.g. ImageToReference')
   .option('--disable-compression', 'write the volume uncompressed')
   .option('--threads <n>', 'worker threads (overrides NumberOfThreads; 0 = all cores)')
-  .action(async (flags: { configFile: string; sourceSeqFile: string; outputVolumeFile: string; imageToReferenceTransform?: string; disableCompression?: boolean; threads?: string }) => {
+  .option('--plus-rounding', "MEAN compounding bit-compatible with PLUS: its running 8-bit mean and 1/256 weight, re-rounded per insertion (saturates, as PLUS); default: exact sums")
+  .action(async (flags: { configFile: string; sourceSeqFile: string; outputVolumeFile: string; imageToReferenceTransform?: string; disableCompression?: boolean; threads?: string; plusRounding?: boolean }) => {
     try {
       const threads = flags.threads === undefined ? undefined : Number(flags.threads);
       if (threads !== undefined && (!Number.isInteger(threads) || threads < 0 || threads > 64)) {
@@ -165,6 +166,7 @@ program
         ...(flags.imageToReferenceTransform === undefined ? {} : { imageToReferenceTransform: flags.imageToReferenceTransform }),
         disableCompression: flags.disableCompression === true,
         ...(threads === undefined ? {} : { threads }),
+        ...(flags.plusRounding === true ? { plusRounding: true } : {}),
       });
       process.stdout.write(`${JSON.stringify(report)}\n`);
       process.exit(0);

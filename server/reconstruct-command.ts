@@ -3,6 +3,7 @@
 //
 //   eco3d reconstruct --config-file C.xml --source-seq-file S.igs.mha --output-volume-file V.mha
 //                     [--image-to-reference-transform ImageToReference] [--disable-compression]
+//                     [--threads N] [--plus-rounding]
 import { availableParallelism } from 'node:os';
 import {
   Eco3dError,
@@ -26,6 +27,12 @@ export interface ReconstructArgs {
   readonly disableCompression?: boolean;
   /** Overrides the config's NumberOfThreads (0 = as many as cores). */
   readonly threads?: number;
+  /**
+   * PLUS-exact MEAN compounding (`--plus-rounding`; ReconstructionOptions.plusRounding): PLUS's
+   * running 8-bit mean and 1/256 weight, re-rounded at every insertion and saturating. Not a PLUS
+   * config attribute (PLUS always does this), so it is a flag only. MEAN configs only.
+   */
+  readonly plusRounding?: boolean;
 }
 
 export interface ReconstructReport {
@@ -38,6 +45,8 @@ export interface ReconstructReport {
   readonly framesSkipped: readonly { index: number; reason: string }[];
   readonly filledVoxels: number;
   readonly workers: number;
+  /** True when MEAN used PLUS's per-insertion rounding (`--plus-rounding`). */
+  readonly plusRounding: boolean;
   readonly elapsedMs: number;
 }
 
@@ -83,7 +92,13 @@ export async function runReconstruct(a: ReconstructArgs): Promise<ReconstructRep
   if (tracked.frames.length === 0) {
     throw new Eco3dError('ECO3D_ERR_BAD_FILE', `${a.sourceSeqFile}: no frame has a valid image and ${imageFrame}To${referenceFrame} transform`);
   }
-  const options = reconstructionOptionsFromPlus(vr);
+  if (a.plusRounding === true && vr.compoundingMode !== 'MEAN') {
+    throw new Eco3dError(
+      'ECO3D_ERR_CONFIG',
+      `--plus-rounding applies to CompoundingMode MEAN only; ${a.configFile} sets CompoundingMode ${vr.compoundingMode}, where PLUS rounds nothing (drop the flag)`,
+    );
+  }
+  const options: ReconstructionOptions = { ...reconstructionOptionsFromPlus(vr), ...(a.plusRounding === true ? { plusRounding: true } : {}) };
   // As PLUS's VolumeReconstructor application: the grid always comes from the frames' clipped
   // corners (OutputOrigin/OutputExtent are for live reconstruction into a fixed grid).
   const grid = computeOutputGrid(tracked.frames, options);
@@ -116,6 +131,7 @@ export async function runReconstruct(a: ReconstructArgs): Promise<ReconstructRep
     framesSkipped: tracked.skipped,
     filledVoxels,
     workers,
+    plusRounding: rec.options.plusRounding,
     elapsedMs: Math.round(performance.now() - t0),
   };
 }

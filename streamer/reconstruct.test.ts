@@ -185,6 +185,125 @@ describe('compounding', () => {
   }
 });
 
+describe('plusRounding: PLUS-exact MEAN', () => {
+  const grid: VolumeGrid = { originMm: { x: 0, y: 0, z: 0 }, spacingMm: { x: 1, y: 1, z: 1 }, dims: [12, 4, 12] };
+  // a 10×10 plane exactly on voxel centres (y = 2), 1 mm pixels: every pixel lands on one voxel
+  // with weight 1, so each covered voxel sees exactly the frames' values, in order
+  const onGrid = planeMatrix([1, 2, 1], [1, 0, 0], [0, 0, 1], 1);
+  const uniform = (i: number, v: number, m: Float64Array = onGrid): TrackedFrame => frame(i, 10, 10, m, () => v);
+
+  /** The value of every covered voxel (asserting they agree) and the covered count. */
+  function run(interpolation: Interpolation, plusRounding: boolean, values: readonly number[], m?: Float64Array): { value: number; covered: number; r: VolumeReconstructor } {
+    const r = new VolumeReconstructor({ outputSpacing: [1, 1, 1], interpolation, plusRounding }, grid);
+    values.forEach((v, i) => r.pasteFrame(uniform(i, v, m)));
+    const vol = r.volume().data;
+    const cov = r.coverage();
+    let value = -1;
+    let covered = 0;
+    for (let i = 0; i < vol.length; i++) {
+      if (cov[i] === 0) continue;
+      covered++;
+      if (value < 0) value = vol[i]!;
+      assert.equal(vol[i], value, `voxel ${i}`);
+    }
+    return { value, covered, r };
+  }
+
+  test('NN: PLUS truncates the running mean at every insertion (3, 4, 5 → 3; exact mean 4)', () => {
+    assert.deepEqual([run('NEAREST_NEIGHBOR', false, [3, 4, 5]).value, run('NEAREST_NEIGHBOR', true, [3, 4, 5]).value], [4, 3]);
+  });
+
+  test('LINEAR: PLUS rounds the running mean at every insertion (100, 101, 100 → 101; exact mean 100.3)', () => {
+    assert.deepEqual([run('LINEAR', false, [100, 101, 100]).value, run('LINEAR', true, [100, 101, 100]).value], [100, 101]);
+  });
+
+  test('NN saturates after 255 hits, as PLUS: 255 × 255 then 255 × 1 gives 1 (exact mean 128)', () => {
+    const values = [...Array<number>(255).fill(255), ...Array<number>(255).fill(1)];
+    const exact = run('NEAREST_NEIGHBOR', false, values);
+    const plus = run('NEAREST_NEIGHBOR', true, values);
+    assert.equal(exact.value, 128);
+    // past 255 hits PLUS blends ⌊(p + 255·mean) / 256⌋: each pixel of 1 takes the mean one level down
+    assert.equal(plus.value, 1);
+    assert.equal(plus.covered, 100);
+    assert.equal(plus.r.accumulationWeights().find((w) => w > 0), 65280 / 256);
+  });
+
+  test('LINEAR: a faint corner into an empty voxel leaves a weight that rounds to 0 (a hole for PLUS), then the next pixel overwrites it', () => {
+    // the plane at y = 2.001: voxels y = 2 get weight 0.999, voxels y = 3 get 0.001 (0.256/256: rounds to 0)
+    const faint = planeMatrix([1, 2.001, 1], [1, 0, 0], [0, 0, 1], 1);
+    const exact = new VolumeReconstructor({ outputSpacing: [1, 1, 1], interpolation: 'LINEAR' }, grid);
+    const plus = new VolumeReconstructor({ outputSpacing: [1, 1, 1], interpolation: 'LINEAR', plusRounding: true }, grid);
+    for (const r of [exact, plus]) r.pasteFrame(uniform(0, 200, faint));
+    const at = (x: number, y: number, z: number): number => x + 12 * (y + 4 * z);
+    const v3 = at(5, 3, 5);
+    assert.equal(exact.coverage()[v3], 1);
+    assert.equal(plus.coverage()[v3], 0);
+    assert.equal(plus.volume().data[v3], 200); // PLUS's output keeps the value it wrote
+    assert.equal(plus.accumulationWeights()[v3], 0);
+    // a pixel of weight 1 and value 50 at y = 3: the exact mean keeps a trace of the 200, PLUS's does not
+    const onY3 = planeMatrix([1, 3, 1], [1, 0, 0], [0, 0, 1], 1);
+    for (const r of [exact, plus]) r.pasteFrame(uniform(1, 50, onY3));
+    assert.equal(exact.volume().data[v3], Math.round((0.001 * 200 + 50) / 1.001)); // 50.15 → 50
+    assert.equal(plus.volume().data[v3], 50);
+    assert.equal(plus.accumulationWeights()[v3], 1);
+  });
+
+  test('positions are rounded as PLUS rounds them: snapped to 1/65536 voxel first, so 2^-18 below a rounding edge goes up', () => {
+    const e = 2 ** -18;
+    const coveredYs = (r: VolumeReconstructor): number[] => {
+      const cov = r.coverage();
+      const ys = new Set<number>();
+      for (let i = 0; i < cov.length; i++) if (cov[i] !== 0) ys.add(Math.floor(i / 12) % 4);
+      return [...ys].sort();
+    };
+    const paste = (interpolation: Interpolation, plusRounding: boolean, y: number): VolumeReconstructor => {
+      const r = new VolumeReconstructor({ outputSpacing: [1, 1, 1], interpolation, plusRounding }, grid);
+      r.pasteFrame(uniform(0, 90, planeMatrix([1, y, 1], [1, 0, 0], [0, 0, 1], 1)));
+      return r;
+    };
+    // NN at y = 2.5 − 2^-18: the exact position rounds to voxel 2, PLUS's to voxel 3
+    assert.deepEqual(coveredYs(paste('NEAREST_NEIGHBOR', false, 2.5 - e)), [2]);
+    assert.deepEqual(coveredYs(paste('NEAREST_NEIGHBOR', true, 2.5 - e)), [3]);
+    // … and just outside the volume (y = −0.5 − 2^-18) PLUS still pastes into voxel 0
+    assert.deepEqual(coveredYs(paste('NEAREST_NEIGHBOR', false, -0.5 - e)), []);
+    assert.deepEqual(coveredYs(paste('NEAREST_NEIGHBOR', true, -0.5 - e)), [0]);
+    // LINEAR at y = 2 − 2^-18: exact corners 1 (weight 2^-18) and 2; PLUS's floor is 2 with a
+    // fraction of −2^-18, so voxel 3 gets a tiny negative weight (value 90, weight rounding to 0)
+    const exact = paste('LINEAR', false, 2 - e);
+    const plus = paste('LINEAR', true, 2 - e);
+    assert.deepEqual(coveredYs(exact), [1, 2]);
+    assert.deepEqual(coveredYs(plus), [2]);
+    const v = (y: number): number => 5 + 12 * (y + 4 * 5);
+    assert.deepEqual([1, 2, 3].map((y) => plus.volume().data[v(y)]), [0, 90, 90]);
+  });
+
+  test('the default stays exact and never saturates', () => {
+    const r = run('NEAREST_NEIGHBOR', false, [...Array<number>(600).fill(255), ...Array<number>(600).fill(1)]);
+    assert.equal(r.value, 128);
+  });
+
+  test('refused for MAXIMUM and LATEST (PLUS rounds nothing there), and must be a boolean', () => {
+    for (const compoundingMode of ['MAXIMUM', 'LATEST'] as const) {
+      assert.throws(
+        () => new VolumeReconstructor({ outputSpacing: [1, 1, 1], compoundingMode, plusRounding: true }, grid),
+        (e: unknown) => e instanceof Eco3dError && e.code === 'ECO3D_ERR_BAD_REQUEST' && /plusRounding/.test(e.message) && e.message.includes(compoundingMode),
+      );
+      assert.doesNotThrow(() => new VolumeReconstructor({ outputSpacing: [1, 1, 1], compoundingMode, plusRounding: false }, grid));
+    }
+    assert.throws(
+      () => new VolumeReconstructor({ outputSpacing: [1, 1, 1], plusRounding: 'yes' as unknown as boolean }, grid),
+      (e: unknown) => e instanceof Eco3dError && e.code === 'ECO3D_ERR_BAD_REQUEST' && /plusRounding/.test(e.message),
+    );
+  });
+
+  test('needs 4 bytes per voxel (uint16 mean + uint16 weight)', () => {
+    const g: VolumeGrid = { ...grid, dims: [100, 100, 100] };
+    for (const interpolation of ['NEAREST_NEIGHBOR', 'LINEAR'] as const) {
+      assert.equal(estimateReconstructionBytes(g, { outputSpacing: [1, 1, 1], interpolation, plusRounding: true }).accumulatorBytes, 4_000_000);
+    }
+  });
+});
+
 describe('clipping, rejection, skipping', () => {
   const grid: VolumeGrid = { originMm: { x: 0, y: 0, z: 0 }, spacingMm: { x: 1, y: 1, z: 1 }, dims: [80, 3, 60] };
   const m = planeMatrix([0, 1, 0], [1, 0, 0], [0, 0, 1], 1); // pixel (u, v) → voxel (u, 1, v)
@@ -436,9 +555,9 @@ describe('determinism across workers', () => {
   }
   const grid: VolumeGrid = { originMm: { x: 0, y: 0, z: 0 }, spacingMm: { x: 0.5, y: 0.5, z: 0.5 }, dims: [50, 60, 45] };
   for (const interpolation of ['NEAREST_NEIGHBOR', 'LINEAR'] as Interpolation[]) {
-    for (const compoundingMode of ['MEAN', 'MAXIMUM', 'LATEST'] as CompoundingMode[]) {
-      test(`${interpolation} ${compoundingMode}: 1, 2, 3 workers and the main thread give the same bytes`, async () => {
-        const options: ReconstructionOptions = { outputSpacing: [0.5, 0.5, 0.5], interpolation, compoundingMode, skipInterval: 1 };
+    for (const [compoundingMode, plusRounding] of [['MEAN', false], ['MEAN', true], ['MAXIMUM', false], ['LATEST', false]] as [CompoundingMode, boolean][]) {
+      test(`${interpolation} ${compoundingMode}${plusRounding ? ' plusRounding' : ''}: 1, 2, 3 workers and the main thread give the same bytes`, async () => {
+        const options: ReconstructionOptions = { outputSpacing: [0.5, 0.5, 0.5], interpolation, compoundingMode, skipInterval: 1, plusRounding };
         const single = new VolumeReconstructor(options, grid);
         for (const f of frames) single.pasteFrame(f);
         const ref = single.volume().data;
@@ -449,6 +568,16 @@ describe('determinism across workers', () => {
           assert.ok(Buffer.from(r.volume().data).equals(Buffer.from(ref)), `${pool.size} workers differ`);
           assert.ok(Buffer.from(r.coverage()).equals(Buffer.from(single.coverage())));
           assert.equal(r.stats.pixelsPasted, single.stats.pixelsPasted);
+          assert.deepEqual(r.accumulationWeights(), single.accumulationWeights());
+        }
+        if (plusRounding) {
+          // the mode is order-dependent (as PLUS): the same frames reversed give other bytes
+          const reversed = new VolumeReconstructor(options, grid);
+          for (const f of [...frames].reverse()) reversed.pasteFrame(f);
+          assert.ok(!Buffer.from(reversed.volume().data).equals(Buffer.from(ref)));
+          const exact = new VolumeReconstructor({ ...options, plusRounding: false }, grid);
+          for (const f of frames) exact.pasteFrame(f);
+          assert.ok(!Buffer.from(exact.volume().data).equals(Buffer.from(ref)));
         }
       });
     }

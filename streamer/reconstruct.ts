@@ -13,6 +13,8 @@
 //   NN+MEAN a uint32 sum and a uint32 count per voxel (exact up to 16.8 M hits of 255 per voxel),
 //   LINEAR+MEAN a float64 sum and a float64 weight. The uint8 output is round(sum / weight),
 //   computed when asked; PLUS truncates at each insertion, so it can read up to ~1 level lower.
+//   `plusRounding: true` opts into PLUS's own per-insertion state instead (bit-compatibility
+//   with PLUS; it saturates and depends on insertion order, as PLUS does).
 // - Determinism: the same frames give the same bytes with 1 or N workers (`reconstructParallel`
 //   splits the volume into z slabs; every worker walks every frame in order, clipped to its slab,
 //   so each voxel sees its contributions in frame order). PLUS splits the frame between threads
@@ -92,6 +94,21 @@ export interface ReconstructionOptions {
   readonly brickSize?: number;
   /** Refuse grids whose reconstruction buffers need more than this; default 1 GiB. */
   readonly memoryBudgetBytes?: number;
+  /**
+   * PLUS-exact MEAN (default false; not a PLUS attribute: PLUS always does this). When true, MEAN
+   * compounding keeps PLUS's per-voxel state instead of exact sums: an 8-bit running mean and a
+   * 16-bit weight in 1/256 units, both re-quantized at every insertion, in the order PLUS inserts
+   * (frame, row, column). NEAREST_NEIGHBOR: mean ← ⌊(256·p + mean·w) / (w + 256)⌋, w ← w + 256;
+   * past 255 hits (w > 65279) the voxel is saturated and follows mean ← ⌊(p + 255·mean) / 256⌋.
+   * LINEAR, per corner of trilinear weight f ≠ 0: r = w / 256, a = f + r,
+   * mean ← round((f·p + r·mean) / a), w ← round(256·a) capped at 65535. Positions are rounded
+   * (NN) and floored (LINEAR) as PLUS does, after snapping them to 1/65536 voxel.
+   * The result depends on insertion order and saturates, as PLUS's does (why it is not the
+   * default); the bytes are still the same for 1 or N workers. Exact where PLUS computes in
+   * doubles (Optimization NONE, PARTIAL); PLUS's FULL path computes positions and LINEAR weights in
+   * 14-bit fixed point, which is not emulated. Refused for MAXIMUM/LATEST (PLUS rounds nothing there).
+   */
+  readonly plusRounding?: boolean;
 }
 
 export const DEFAULT_BRICK_SIZE = 32;
@@ -115,6 +132,7 @@ export interface ResolvedReconstructionOptions {
   readonly skipInterval: number;
   readonly brickSize: number;
   readonly memoryBudgetBytes: number;
+  readonly plusRounding: boolean;
 }
 
 function bad(message: string, details?: Record<string, unknown>): Eco3dError {
@@ -158,6 +176,15 @@ export function resolveReconstructionOptions(o: ReconstructionOptions): Resolved
   if (optimization !== 'NONE' && optimization !== 'PARTIAL' && optimization !== 'FULL') throw bad(`unknown optimization ${String(optimization)} (NONE, PARTIAL or FULL)`);
   const thr = o.pixelRejectionThreshold;
   if (thr !== undefined && Number.isNaN(thr)) throw new Eco3dError('ECO3D_ERR_NOT_FINITE', 'reconstruction option pixelRejectionThreshold is NaN');
+  const plusRounding = o.plusRounding ?? false;
+  if (typeof plusRounding !== 'boolean') throw bad(`reconstruction option plusRounding must be true or false, got ${String(plusRounding)}`);
+  if (plusRounding && compoundingMode !== 'MEAN') {
+    throw bad(
+      `reconstruction option plusRounding applies to MEAN compounding only (PLUS re-rounds a running mean; ${compoundingMode} keeps pixel values as they are): ` +
+        `drop plusRounding or use compoundingMode MEAN`,
+      { option: 'plusRounding', compoundingMode },
+    );
+  }
   return {
     outputSpacing,
     outputOrigin: finiteTuple('outputOrigin', o.outputOrigin, 3, [0, 0, 0] as const),
@@ -175,6 +202,7 @@ export function resolveReconstructionOptions(o: ReconstructionOptions): Resolved
     skipInterval,
     brickSize,
     memoryBudgetBytes,
+    plusRounding,
   };
 }
 
@@ -261,8 +289,9 @@ export function outputGridFor(options: ReconstructionOptions, frames?: Iterable<
 // Memory
 
 /** Bytes per voxel of the accumulators for these options. */
-function accumulatorBytesPerVoxel(o: { interpolation: Interpolation; compoundingMode: CompoundingMode }): number {
+function accumulatorBytesPerVoxel(o: { interpolation: Interpolation; compoundingMode: CompoundingMode; plusRounding: boolean }): number {
   if (o.compoundingMode !== 'MEAN') return 2; // value + touched, uint8 each
+  if (o.plusRounding) return 4; // PLUS's running mean + weight, uint16 each
   return o.interpolation === 'NEAREST_NEIGHBOR' ? 8 : 16; // uint32 sum+count | float64 sum+weight
 }
 
@@ -308,7 +337,7 @@ function checkBudget(grid: VolumeGrid, options: ReconstructionOptions, budget: n
   throw new Eco3dError(
     'ECO3D_ERR_BAD_REQUEST',
     `reconstruction volume too large: ${nx}×${ny}×${nz} voxels at ${s.x}×${s.y}×${s.z} mm needs ` +
-      `${(est.totalBytes / MIB).toFixed(0)} MiB (${perVoxel} bytes/voxel for ${o.interpolation}+${o.compoundingMode}), ` +
+      `${(est.totalBytes / MIB).toFixed(0)} MiB (${perVoxel} bytes/voxel for ${o.interpolation}+${o.compoundingMode}${o.plusRounding ? '+plusRounding' : ''}), ` +
       `over the ${(budget / MIB).toFixed(0)} MiB budget. Increase outputSpacing (about ×${factor.toFixed(2)} fits), ` +
       `reduce outputExtent or the clip rectangle, use MAXIMUM/LATEST compounding (2 bytes/voxel), or raise memoryBudgetBytes.`,
     { details: { neededBytes: est.totalBytes, budgetBytes: budget, dims: [nx, ny, nz], spacingMm: [s.x, s.y, s.z] } },
@@ -439,10 +468,11 @@ function buildRowRuns(width: number, height: number, o: ResolvedReconstructionOp
 // The kernel (shared by the main thread and the workers, so both produce the same bytes).
 
 /** Accumulator layouts. */
-export type AccumulatorKind = 'nn-mean' | 'linear-mean' | 'keep';
+export type AccumulatorKind = 'nn-mean' | 'linear-mean' | 'plus-mean' | 'keep';
 
-function accumulatorKind(o: { interpolation: Interpolation; compoundingMode: CompoundingMode }): AccumulatorKind {
+function accumulatorKind(o: { interpolation: Interpolation; compoundingMode: CompoundingMode; plusRounding: boolean }): AccumulatorKind {
   if (o.compoundingMode !== 'MEAN') return 'keep';
+  if (o.plusRounding) return 'plus-mean';
   return o.interpolation === 'NEAREST_NEIGHBOR' ? 'nn-mean' : 'linear-mean';
 }
 
@@ -506,6 +536,8 @@ interface KernelTarget {
   readonly u32: Uint32Array | null;
   /** linear-mean: interleaved (sum, weight). */
   readonly f64: Float64Array | null;
+  /** plus-mean: interleaved (running uint8 mean, uint16 weight in 1/256 units), PLUS's state. */
+  readonly u16: Uint16Array | null;
   /** keep: interleaved (value, touched). */
   readonly u8: Uint8Array | null;
 }
@@ -526,6 +558,7 @@ function pasteKernel(
   zLo: number,
   zHi: number,
 ): number {
+  if (t.kind === 'plus-mean') return pasteKernelPlus(t, pixels, width, height, m, rr, linear, threshold, zLo, zHi);
   const [nx, ny, nz] = t.dims;
   const nxy = nx * ny;
   const ax = m[0]!;
@@ -575,6 +608,59 @@ function pasteKernel(
             ? runNnKeep(t.u8!, pixels, off, s, e, bx, by, bz, ax, ay, az, nx, nxy, threshold, t.compounding === 'MAXIMUM')
             : linearKeepSpan(t.u8!, pixels, off, s, e, bx, by, bz, ax, ay, az, nx, ny, nxy, threshold, zLo, zHi, t.compounding === 'MAXIMUM');
           break;
+      }
+    }
+  }
+  return count;
+}
+
+/** pasteKernel for plusRounding (kept apart so that the default kernel's loop is untouched). */
+function pasteKernelPlus(
+  t: KernelTarget,
+  pixels: Uint8Array,
+  width: number,
+  height: number,
+  m: Float64Array,
+  rr: RowRuns,
+  linear: boolean,
+  threshold: number,
+  zLo: number,
+  zHi: number,
+): number {
+  const [nx, ny, nz] = t.dims;
+  const nxy = nx * ny;
+  const ax = m[0]!;
+  const ay = m[4]!;
+  const az = m[8]!;
+  const rowStart = rr.rowStart;
+  const runs = rr.runs;
+  const acc = t.u16!;
+  let count = 0;
+  const half = linear ? 0 : 0.5;
+  // PLUS snaps positions to a 2^-16 grid before rounding (NN) or flooring (LINEAR) them, so a
+  // pixel within 2^-17 of a bound may fall on the other side: clip with a margin and let the
+  // kernel test each pixel's PLUS index.
+  const g = PLUS_CLIP_MARGIN;
+  for (let v = 0; v < height; v++) {
+    const r0 = rowStart[v]!;
+    const r1 = rowStart[v + 1]!;
+    if (r0 === r1) continue;
+    const bx = m[3]! + v * m[1]! + half;
+    const by = m[7]! + v * m[5]! + half;
+    const bz = m[11]! + v * m[9]! + half;
+    const off = v * width;
+    for (let r = r0; r < r1; r += 2) {
+      if (!linear) {
+        if (!clipAxis(runs[r]!, runs[r + 1]!, bx, ax, -g, nx + g, false)) continue;
+        if (!clipAxis(clipS, clipE, by, ay, -g, ny + g, false)) continue;
+        if (!clipAxis(clipS, clipE, bz, az, zLo - g, zHi + 1 + g, false)) continue;
+        count += runNnMeanPlus(acc, pixels, off, clipS, clipE, bx, by, bz, ax, ay, az, nx, ny, nxy, threshold, zLo, zHi);
+      } else {
+        if (!clipAxis(runs[r]!, runs[r + 1]!, bx, ax, -g, nx - 1 + g, true)) continue;
+        if (!clipAxis(clipS, clipE, by, ay, -g, ny - 1 + g, true)) continue;
+        if (!clipAxis(clipS, clipE, bz, az, -g, nz - 1 + g, true)) continue;
+        if (!clipAxis(clipS, clipE, bz, az, zLo - 1 - g, zHi + 1 + g, false)) continue;
+        count += runLinearMeanPlus(acc, pixels, off, clipS, clipE, bx, by, bz, ax, ay, az, nx, ny, nz, nxy, threshold, zLo, zHi);
       }
     }
   }
@@ -715,6 +801,141 @@ function runLinearKeep(
       const k = (base + (c & 4 ? 1 : 0) + (c & 2 ? nx : 0) + (c & 1 ? nxy : 0)) << 1;
       if (!max || p > acc[k]!) acc[k] = p;
       acc[k + 1] = 1;
+    }
+  }
+  return n;
+}
+
+// PLUS-exact MEAN (plusRounding). PLUS keeps, per voxel, the uint8 running mean itself and a
+// uint16 weight in 1/256 units, and re-quantizes both at every insertion, in insertion order.
+// These loops reproduce that state transition exactly, one pixel at a time (no register batching:
+// the order of the updates now changes the result), with IEEE doubles as PLUS's NONE and PARTIAL
+// paths use (PLUS's FULL path computes positions and LINEAR weights in 14-bit fixed point: not
+// emulated). They also round positions as PLUS does: PLUS's fast Round/Floor add 1.5·2^36
+// first, which snaps the position to a 2^-16 grid (a position within 2^-17 below a rounding edge
+// goes up), then NN takes floor(x + 0.5) and LINEAR floor(x) with fraction x − floor (which can be
+// a hair negative: PLUS then gives the far corner a tiny negative weight, and so do we).
+
+/** PLUS's weight of one whole NN hit (its ACCUMULATION_MULTIPLIER). */
+const PLUS_WEIGHT_UNIT = 256;
+/** The uint16 weight's ceiling. */
+const PLUS_WEIGHT_MAX = 65535;
+/** Above this an NN voxel is saturated (one more unit would not fit): 255 hits. */
+const PLUS_WEIGHT_SATURATED = PLUS_WEIGHT_MAX - PLUS_WEIGHT_UNIT;
+/** 1.5·2^36: adding it leaves a value on a 2^-16 grid (round to nearest, ties to even). */
+const PLUS_SNAP = 103079215104;
+/** Clip margin (voxels) around the bounds: more than the snap can move a position (2^-17). */
+const PLUS_CLIP_MARGIN = 1 / 1024;
+
+/** PLUS's floor (igsioMath::Floor on 64-bit, after vtkImageReslice): floor of x snapped to 2^-16. */
+function plusFloor(x: number): number {
+  return Math.floor(x + PLUS_SNAP) - PLUS_SNAP;
+}
+
+/** PLUS's round (igsioMath::Round): floor(x + 0.5) of x snapped to 2^-16, so halves go up. */
+function plusRound(x: number): number {
+  return Math.floor(x + (PLUS_SNAP + 0.5)) - PLUS_SNAP;
+}
+
+/** NN + MEAN, PLUS's state. b* include the +0.5 of rounding: index = plusFloor(b + u·a). */
+function runNnMeanPlus(
+  acc: Uint16Array, px: Uint8Array, off: number, s: number, e: number,
+  bx: number, by: number, bz: number, ax: number, ay: number, az: number, nx: number, ny: number, nxy: number, thr: number,
+  zLo: number, zHi: number,
+): number {
+  let n = 0;
+  for (let u = s; u <= e; u++) {
+    const p = px[off + u]!;
+    if (p < thr) continue;
+    const ix = plusFloor(bx + u * ax);
+    const iy = plusFloor(by + u * ay);
+    const iz = plusFloor(bz + u * az);
+    if (ix < 0 || ix >= nx || iy < 0 || iy >= ny || iz < zLo || iz > zHi) continue;
+    n++;
+    const k = (ix + iy * nx + iz * nxy) << 1;
+    const w = acc[k + 1]!;
+    const m = acc[k]!;
+    if (w <= PLUS_WEIGHT_SATURATED) {
+      // integer mean of the previous mean (weight w) and the pixel (weight 256), truncated
+      const nw = w + PLUS_WEIGHT_UNIT;
+      acc[k] = ((p * PLUS_WEIGHT_UNIT + m * w) / nw) | 0;
+      acc[k + 1] = nw < PLUS_WEIGHT_MAX ? nw : PLUS_WEIGHT_MAX;
+    } else {
+      // saturated: PLUS blends with fixed weights 1/256 and 255/256 and truncates; that sum is
+      // exact in doubles, so it is this integer expression
+      acc[k] = (p + 255 * m) >>> 8;
+    }
+  }
+  return n;
+}
+
+/** One trilinear corner of weight f (≠ 0) into voxel v, PLUS's MEAN update. */
+function plusLinearInsert(acc: Uint16Array, v: number, f: number, p: number): void {
+  const k = v << 1;
+  const r = acc[k + 1]! / PLUS_WEIGHT_UNIT;
+  const a = f + r;
+  acc[k] = plusRound((f * p + r * acc[k]!) / a);
+  const na = a * PLUS_WEIGHT_UNIT;
+  acc[k + 1] = na < PLUS_WEIGHT_MAX ? plusRound(na) : PLUS_WEIGHT_MAX;
+}
+
+/** LINEAR + MEAN, PLUS's state. */
+function runLinearMeanPlus(
+  acc: Uint16Array, px: Uint8Array, off: number, s: number, e: number,
+  bx: number, by: number, bz: number, ax: number, ay: number, az: number, nx: number, ny: number, nz: number, nxy: number, thr: number,
+  zLo: number, zHi: number,
+): number {
+  let n = 0;
+  for (let u = s; u <= e; u++) {
+    const p = px[off + u]!;
+    if (p < thr) continue;
+    const tx = bx + u * ax;
+    const ty = by + u * ay;
+    const tz = bz + u * az;
+    const x0 = plusFloor(tx);
+    const y0 = plusFloor(ty);
+    const z0 = plusFloor(tz);
+    const fx = tx - x0;
+    const fy = ty - y0;
+    const fz = tz - z0;
+    // PLUS's bounds: the low corner and the high one (the same voxel when the fraction is 0)
+    if (x0 < 0 || y0 < 0 || z0 < 0) continue;
+    if ((fx !== 0 ? x0 + 1 : x0) > nx - 1 || (fy !== 0 ? y0 + 1 : y0) > ny - 1 || (fz !== 0 ? z0 + 1 : z0) > nz - 1) continue;
+    const lowIn = z0 >= zLo && z0 <= zHi;
+    const highIn = fz !== 0 && z0 + 1 >= zLo && z0 + 1 <= zHi;
+    if (lowIn) n++; // a pixel straddling two slabs is counted by the slab of its low corner
+    else if (!highIn) continue;
+    const rx = 1 - fx;
+    const ry = 1 - fy;
+    const rz = 1 - fz;
+    // PLUS's weights, in its association: wx · (wy · wz); corners of weight 0 are skipped (they
+    // would divide 0 by 0 on a fresh voxel). Corners outside the slab belong to another worker.
+    const ryrz = ry * rz;
+    const fyrz = fy * rz;
+    const base = x0 + y0 * nx + z0 * nxy;
+    let w: number;
+    if (lowIn) {
+      w = rx * ryrz;
+      if (w !== 0) plusLinearInsert(acc, base, w, p);
+      w = rx * fyrz;
+      if (w !== 0) plusLinearInsert(acc, base + nx, w, p);
+      w = fx * ryrz;
+      if (w !== 0) plusLinearInsert(acc, base + 1, w, p);
+      w = fx * fyrz;
+      if (w !== 0) plusLinearInsert(acc, base + 1 + nx, w, p);
+    }
+    if (highIn) {
+      const ryfz = ry * fz;
+      const fyfz = fy * fz;
+      const b1 = base + nxy;
+      w = rx * ryfz;
+      if (w !== 0) plusLinearInsert(acc, b1, w, p);
+      w = rx * fyfz;
+      if (w !== 0) plusLinearInsert(acc, b1 + nx, w, p);
+      w = fx * ryfz;
+      if (w !== 0) plusLinearInsert(acc, b1 + 1, w, p);
+      w = fx * fyfz;
+      if (w !== 0) plusLinearInsert(acc, b1 + 1 + nx, w, p);
     }
   }
   return n;
@@ -942,6 +1163,7 @@ function kernelTarget(kind: AccumulatorKind, compounding: CompoundingMode, dims:
     dims,
     u32: kind === 'nn-mean' ? new Uint32Array(buf) : null,
     f64: kind === 'linear-mean' ? new Float64Array(buf) : null,
+    u16: kind === 'plus-mean' ? new Uint16Array(buf) : null,
     u8: kind === 'keep' ? new Uint8Array(buf) : null,
   };
 }
@@ -964,6 +1186,10 @@ function accumulatorToUint8(t: KernelTarget, from: number, to: number, out: Uint
       const w = a[2 * v + 1]!;
       out[o] = w > 0 ? (a[2 * v]! / w + 0.5) | 0 : 0;
     }
+  } else if (t.u16 !== null) {
+    // PLUS's output is its running mean as it stands (a voxel whose weight rounded to 0 keeps it)
+    const a = t.u16;
+    for (let v = from, o = at; v < to; v++, o++) out[o] = a[2 * v]!;
   } else {
     const a = t.u8!;
     for (let v = from, o = at; v < to; v++, o++) out[o] = a[2 * v]!;
@@ -1114,7 +1340,7 @@ export class VolumeReconstructor {
 
   /** The accumulator buffer (for tests and the parallel path). */
   get accumulatorBuffer(): ArrayBufferLike {
-    return (this.target.u32 ?? this.target.f64 ?? this.target.u8)!.buffer;
+    return (this.target.u32 ?? this.target.f64 ?? this.target.u16 ?? this.target.u8)!.buffer;
   }
 
   get stats(): ReconstructionStats {
@@ -1237,20 +1463,26 @@ export class VolumeReconstructor {
     return this.cached;
   }
 
-  /** 1 where a voxel received data (weight > 0, or touched for MAXIMUM/LATEST), else 0. */
+  /**
+   * 1 where a voxel received data (weight > 0, or touched for MAXIMUM/LATEST), else 0. With
+   * plusRounding, PLUS's rule: weight > 0 after rounding to 1/256 (a voxel touched only by
+   * corners of tiny trilinear weight is a hole, as in PLUS's hole filling).
+   */
   coverage(): Uint8Array {
     const n = this.grid.dims[0] * this.grid.dims[1] * this.grid.dims[2];
     const out = new Uint8Array(n);
     const t = this.target;
     if (t.u32 !== null) for (let v = 0; v < n; v++) out[v] = t.u32[2 * v + 1]! > 0 ? 1 : 0;
     else if (t.f64 !== null) for (let v = 0; v < n; v++) out[v] = t.f64[2 * v + 1]! > 0 ? 1 : 0;
+    else if (t.u16 !== null) for (let v = 0; v < n; v++) out[v] = t.u16[2 * v + 1]! > 0 ? 1 : 0;
     else for (let v = 0; v < n; v++) out[v] = t.u8![2 * v + 1]!;
     return out;
   }
 
   /**
    * Per-voxel accumulated weight (hit count for NN+MEAN, summed trilinear weight for LINEAR+MEAN,
-   * 0/1 for MAXIMUM/LATEST): the weighting of hole filling's GAUSSIAN_ACCUMULATION kernel.
+   * 0/1 for MAXIMUM/LATEST; with plusRounding PLUS's rounded, saturating weight, in the same
+   * units): the weighting of hole filling's GAUSSIAN_ACCUMULATION kernel.
    */
   accumulationWeights(): Float32Array {
     const n = this.grid.dims[0] * this.grid.dims[1] * this.grid.dims[2];
@@ -1258,6 +1490,7 @@ export class VolumeReconstructor {
     const t = this.target;
     if (t.u32 !== null) for (let v = 0; v < n; v++) out[v] = t.u32[2 * v + 1]!;
     else if (t.f64 !== null) for (let v = 0; v < n; v++) out[v] = t.f64[2 * v + 1]!;
+    else if (t.u16 !== null) for (let v = 0; v < n; v++) out[v] = t.u16[2 * v + 1]! / PLUS_WEIGHT_UNIT; // exact (a power of 2)
     else for (let v = 0; v < n; v++) out[v] = t.u8![2 * v + 1]!;
     return out;
   }
