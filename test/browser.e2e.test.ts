@@ -238,13 +238,13 @@ describe('the browser apps end to end (Chromium)', { timeout: 280_000 }, () => {
     JSON.stringify(s === null ? null : { estop: s.estopLatched, holder: s.control.holder, acquisition: s.acquisition, mode: s.robot?.mode, tcp: s.robot?.tcpPose.positionMm });
 
   /** Polls GET /api/robot until `pred` holds; returns that status. */
-  async function robotUntil(pred: (s: RobotStatus) => boolean, what: string, timeoutMs: number): Promise<RobotStatus> {
+  async function robotUntil(pred: (s: RobotStatus) => boolean, what: string, timeoutMs: number, everyMs = 100): Promise<RobotStatus> {
     const end = Date.now() + timeoutMs;
     let last: RobotStatus | null = null;
     while (Date.now() < end) {
       last = await robot();
       if (pred(last)) return last;
-      await sleep(100);
+      await sleep(everyMs);
     }
     assert.fail(`timed out after ${timeoutMs} ms waiting for ${what}; last status: ${brief(last)}`);
   }
@@ -322,9 +322,9 @@ describe('the browser apps end to end (Chromium)', { timeout: 280_000 }, () => {
 
   const text = async (page: Page, id: string): Promise<string> => (await page.textContent(`#${id}`)) ?? '';
   const waitText = (page: Page, id: string, value: string, timeoutMs: number): Promise<unknown> =>
-    page.waitForFunction(([i, v]) => document.getElementById(i)?.textContent === v, [id, value] as const, { timeout: timeoutMs });
+    page.waitForFunction(([i, v]) => document.getElementById(i)?.textContent === v, [id, value] as const, { timeout: timeoutMs, polling: 100 });
   const waitAcq = (page: Page, states: readonly string[], timeoutMs: number): Promise<unknown> =>
-    page.waitForFunction((s) => s.includes(document.getElementById('acq-state')?.dataset.state ?? ''), states, { timeout: timeoutMs });
+    page.waitForFunction((s) => s.includes(document.getElementById('acq-state')?.dataset.state ?? ''), states, { timeout: timeoutMs, polling: 100 });
 
   /**
    * Pixels of an element's screenshot that differ from `bg` (sum of |Δrgb| > 24), leaving out a
@@ -457,10 +457,11 @@ describe('the browser apps end to end (Chromium)', { timeout: 280_000 }, () => {
       const uid = (await robot()).acquisition.uid;
       assert.ok(uid !== null, 'the sweep has an acquisition uid');
       const ended = (s: RobotStatus): boolean => s.acquisition.uid === uid && ['completed', 'aborted'].includes(s.acquisition.state);
-      // Mid-sweep: the bedside panel at work (force, progress) for the README.
-      const mid = await robotUntil((s) => ended(s) || (s.acquisition.state === 'scanning' && (s.acquisition.progress ?? 0) >= 0.4), 'the sweep to be under way', 90_000);
-      if (mid.acquisition.state === 'scanning') await Promise.all([shot(bed.page, '4-bedside-mid-sweep', 'bedside.png'), shot(con.page, '4-console-mid-sweep')]);
-      const done = await robotUntil(ended, 'the sweep to end', 90_000);
+      // Mid-sweep: the bedside panel at work (force, progress) for the README. (Polled gently: the
+      // sweep's control loop shares the server's main thread with these requests.)
+      const mid = await robotUntil((s) => ended(s) || (s.acquisition.state === 'scanning' && (s.acquisition.progress ?? 0) >= 0.4), 'the sweep to be under way', 90_000, 250);
+      if (mid.acquisition.state === 'scanning') await shot(bed.page, '4-bedside-mid-sweep', 'bedside.png');
+      const done = await robotUntil(ended, 'the sweep to end', 90_000, 250);
       assert.equal(done.acquisition.state, 'completed', `the sweep completed, or why not: ${await abortDetail(uid)}`);
       await waitAcq(con.page, ['completed'], 10_000);
       assert.ok((await con.page.evaluate(() => window.eco3d?.volume.updates ?? 0)) > 0, 'the volume view uploaded the volume');
@@ -494,11 +495,11 @@ describe('the browser apps end to end (Chromium)', { timeout: 280_000 }, () => {
       await waitAcq(page, ['aborted', 'completed'], 10_000);
       const s = await robotUntil((x) => x.acquisition.state !== 'positioning' && x.acquisition.state !== 'scanning', 'the sweep to end', 5000);
       assert.equal(s.acquisition.uid, uid);
-      assert.equal(s.acquisition.state, 'aborted');
-      assert.equal(s.acquisition.abortReason, 'operator');
+      const why = await abortDetail(uid);
+      assert.deepEqual([s.acquisition.state, s.acquisition.abortReason], ['aborted', 'operator'], `the sweep was aborted by the operator: ${why}`);
       assert.equal(await page.getAttribute('#acq-state', 'data-state'), 'aborted');
       const abort = (await transitionsOf(uid)).find((x) => x.to === 'aborted');
-      assert.equal(abort?.actor, 'demo-sonographer', `the abort came from the console's STOP: ${await abortDetail(uid)}`);
+      assert.equal(abort?.actor, 'demo-sonographer', `the abort came from the console's STOP: ${why}`);
       await robotUntil(still, 'the robot to stand still', 5000);
       await shot(page, '5-console-stop');
       await releaseControl(page);
