@@ -12,6 +12,7 @@ import { SpringPlant, type SpringPlantOptions } from './testing/spring-plant.ts'
 import { VirtualTime } from './testing/virtual-time.ts';
 import {
   admittanceVelocityMmPerS,
+  ForceTracker,
   DEFAULT_FORCE_CONTROL,
   DEFAULT_PATH_TUNING,
   fanAngularVelocityRadPerS,
@@ -63,6 +64,57 @@ void describe('admittance step (pure)', () => {
       assert.ok(Math.max(...history) < fc.targetForceN + 2, 'no big overshoot');
     });
   }
+});
+
+void describe('force tracker in contact (pure, PI)', () => {
+  const fc = DEFAULT_FORCE_CONTROL;
+  /** Probe on a 0.8 N/mm skin that rises by slopeMmPerS; one tick of measurement delay. */
+  function track(make: () => (forceN: number, tMs: number) => number, skinRiseMmPerS: number, tickMs = 20, seconds = 12): number[] {
+    const v = make();
+    let depthMm = 5 / 0.8; // in contact at the target
+    let measuredN = 5;
+    const history: number[] = [];
+    for (let tMs = 0; tMs < seconds * 1000; tMs += tickMs) {
+      const vMmPerS = v(measuredN, tMs);
+      depthMm += ((vMmPerS - skinRiseMmPerS) * tickMs) / 1000;
+      measuredN = Math.max(0, depthMm) * 0.8;
+      history.push(measuredN);
+    }
+    return history;
+  }
+  // 15 mm/s over a skin sloping 0.13 (the default torso's flank): it rises 2 mm/s under the probe.
+  void test('a sloped skin: proportional alone keeps a steady error; PI removes it', () => {
+    const p = track(() => (f) => admittanceVelocityMmPerS(f, fc), 2);
+    near(p.at(-1)!, fc.targetForceN - 2 / fc.gainMmPerSPerN, 0.01, 'P steady force');
+    const pi = track(() => {
+      const t = new ForceTracker(fc, 100);
+      return (f, tMs) => t.velocityMmPerS(f, tMs);
+    }, 2);
+    near(pi.at(-1)!, fc.targetForceN, 0.02, 'PI steady force');
+    for (const f of pi) near(f, fc.targetForceN, fc.toleranceN, 'PI force');
+  });
+  void test('late ticks (the host stalls to 80 ms) still hold the band', () => {
+    const pi = track(() => {
+      const t = new ForceTracker(fc, 100);
+      return (f, tMs) => t.velocityMmPerS(f, tMs);
+    }, 2, 80);
+    for (const f of pi.slice(50)) near(f, fc.targetForceN, fc.toleranceN, 'PI force at 80 ms ticks');
+  });
+  void test('anti-windup: contact lost for long builds at most maxIntegralSpeedMmPerS; a stall integrates at most maxDtMs', () => {
+    const t = new ForceTracker(fc, 100);
+    t.velocityMmPerS(0, 0);
+    let v = 0;
+    for (let tMs = 20; tMs <= 60_000; tMs += 20) v = t.velocityMmPerS(5, tMs); // zero error: only the integral speaks
+    near(v, 0, 1e-12, 'no error, no integral');
+    const t2 = new ForceTracker(fc, 100);
+    t2.velocityMmPerS(0, 0);
+    for (let tMs = 20; tMs <= 60_000; tMs += 20) t2.velocityMmPerS(0, tMs);
+    near(t2.velocityMmPerS(fc.targetForceN, 60_020), fc.maxIntegralSpeedMmPerS, 1e-9, 'integral clamped');
+    const t3 = new ForceTracker(fc, 100);
+    t3.velocityMmPerS(4, 0);
+    const after10s = t3.velocityMmPerS(4, 10_000); // one 10 s gap counts as 100 ms
+    near(after10s, fc.gainMmPerSPerN * 1 + fc.integralGainMmPerSPerNs * 1 * 0.1, 1e-9, 'stall capped');
+  });
 });
 
 void describe('path generators (pure)', () => {

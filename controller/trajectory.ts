@@ -2,7 +2,9 @@
 //
 // The control law is split from the I/O so it can be tested alone:
 // - admittanceVelocityMmPerS(): the probe-axis velocity that drives the contact force to its
-//   target (v = gain × (targetForceN − measuredForceN), clamped);
+//   target (v = gain × (targetForceN − measuredForceN), clamped), used while descending;
+// - ForceTracker: the same law plus an integral term, used in contact (sweep and pause), so that
+//   a skin that rises or falls under a moving probe leaves no steady force error;
 // - linearSweepGeometry() / linearSweepProgress() / linearSweepVelocity(): the linear path;
 // - tiltAngleAboutRad() / fanAngularVelocityRadPerS(): the fan path.
 // The SweepRunner reads the robot's state$ and issues jog commands through the safety gate at a
@@ -49,6 +51,14 @@ export interface ForceControl {
   readonly gainMmPerSPerN: number;
   /** Clamp of the probe-axis velocity (also the descent speed before contact). */
   readonly maxAxialSpeedMmPerS: number;
+  /**
+   * Integral gain in contact: probe-axis velocity per newton-second of accumulated force error.
+   * It cancels the steady error a proportional loop keeps on a sloped skin (slope × speed / gain,
+   * 0.7 N at 15 mm/s on the default torso). 0 turns it off.
+   */
+  readonly integralGainMmPerSPerNs: number;
+  /** Clamp of the integral term's velocity (anti-windup: a lost contact cannot build up a push). */
+  readonly maxIntegralSpeedMmPerS: number;
 }
 
 export const DEFAULT_FORCE_CONTROL: ForceControl = {
@@ -58,6 +68,10 @@ export const DEFAULT_FORCE_CONTROL: ForceControl = {
   // constant of ~0.5 s, stable with a tick of delay even on 10× stiffer tissue.
   gainMmPerSPerN: 2.5,
   maxAxialSpeedMmPerS: 12,
+  // With tissue stiffness k the loop is s² + k·kp·s + k·ki: critically damped at 0.8 N/mm
+  // (ωn = 1 rad/s), overdamped on stiffer tissue.
+  integralGainMmPerSPerNs: 1.25,
+  maxIntegralSpeedMmPerS: 6,
 };
 
 /** A straight sweep over the skin. */
@@ -130,6 +144,30 @@ export function clampNorm(v: Vec3, maxNorm: number): Vec3 {
  */
 export function admittanceVelocityMmPerS(measuredForceN: number, fc: ForceControl): number {
   return clamp(fc.gainMmPerSPerN * (fc.targetForceN - measuredForceN), -fc.maxAxialSpeedMmPerS, fc.maxAxialSpeedMmPerS);
+}
+
+/**
+ * The contact-force loop in contact: proportional + integral, on the robot's own clock (state
+ * timestamps), so a late control tick integrates the time that really passed, capped at
+ * `maxDtMs` (a stalled host does not dump a burst into the integral).
+ */
+export class ForceTracker {
+  #integralMmPerS = 0;
+  #lastTMs: number | null = null;
+  constructor(
+    private readonly fc: ForceControl,
+    private readonly maxDtMs: number,
+  ) {}
+
+  /** Probe-axis velocity, positive into the patient, for a force measured at robot time tMs. */
+  velocityMmPerS(measuredForceN: number, tMs: number): number {
+    const errN = this.fc.targetForceN - measuredForceN;
+    const dtS = this.#lastTMs === null ? 0 : clamp(tMs - this.#lastTMs, 0, this.maxDtMs) / 1000;
+    this.#lastTMs = tMs;
+    const lim = this.fc.maxIntegralSpeedMmPerS;
+    this.#integralMmPerS = clamp(this.#integralMmPerS + this.fc.integralGainMmPerSPerNs * errN * dtS, -lim, lim);
+    return clamp(this.fc.gainMmPerSPerN * errN + this.#integralMmPerS, -this.fc.maxAxialSpeedMmPerS, this.fc.maxAxialSpeedMmPerS);
+  }
 }
 
 /** The sweep's frame, fixed when contact is made. */
@@ -383,7 +421,9 @@ function resolveQuat(q: Quat | undefined): Quat {
 function resolveForce(f: Partial<ForceControl> | undefined): ForceControl {
   const fc = { ...DEFAULT_FORCE_CONTROL, ...f };
   for (const [k, v] of Object.entries(fc)) {
-    if (typeof v !== 'number' || !sane(v) || v <= 0) throw badPlan(`force.${k} must be a positive number`);
+    if (k === 'integralGainMmPerSPerNs' ? typeof v !== 'number' || !sane(v) || v < 0 : typeof v !== 'number' || !sane(v) || v <= 0) {
+      throw badPlan(`force.${k} must be a ${k === 'integralGainMmPerSPerNs' ? 'non-negative' : 'positive'} number`);
+    }
   }
   if (fc.toleranceN >= fc.targetForceN) throw badPlan('force.toleranceN must be below force.targetForceN');
   return fc;
@@ -466,6 +506,8 @@ interface RunContext {
   fraction: number;
   consecutiveTimeouts: number;
   finished: boolean;
+  /** The force loop in contact; created at contact. */
+  force: ForceTracker | null;
 }
 
 /** The abort signal's reason as an Error (an AbortSignal may carry anything). */
@@ -592,6 +634,7 @@ export class SweepRunner {
       fraction: 0,
       consecutiveTimeouts: 0,
       finished: false,
+      force: null,
     };
     this.setPhase('approach');
     let nextTickAtMs = this.o.now();
@@ -666,6 +709,7 @@ export class SweepRunner {
         if (ctx.contactTicks >= this.o.contactSettleTicks) {
           ctx.sweepOriginMm = s.tcpPose.positionMm;
           ctx.sweepOrientation = s.tcpPose.orientation;
+          ctx.force = new ForceTracker(p.force, 5 * this.o.controlPeriodMs);
           if (p.kind === 'linear') ctx.linear = linearSweepGeometry(s.tcpPose.positionMm, p.direction, p.axisUnit, p.lengthMm);
           this.setPhase('sweep');
           return this.sweepJog(ctx, s, p);
@@ -741,9 +785,8 @@ export class SweepRunner {
   }
 
   private sweepJog(ctx: RunContext, s: RobotState, p: ResolvedPlan): RobotCommand | null {
-    const forceN = this.forceOf(s);
     const axis = toolAxis(s.tcpPose);
-    const axial = scale(axis, admittanceVelocityMmPerS(forceN, p.force));
+    const axial = scale(axis, this.contactAxialMmPerS(ctx, s));
     switch (p.kind) {
       case 'linear': {
         const g = ctx.linear!;
@@ -776,10 +819,15 @@ export class SweepRunner {
     }
   }
 
+  private contactAxialMmPerS(ctx: RunContext, s: RobotState): number {
+    if (ctx.force === null) throw new Error('force loop used before contact'); // a bug, not a robot state
+    return ctx.force.velocityMmPerS(this.forceOf(s), s.tMs);
+  }
+
   /** Paused: no motion in the plane, keep the contact force. */
   private holdJog(ctx: RunContext, s: RobotState, p: ResolvedPlan): RobotCommand {
     const axis = toolAxis(s.tcpPose);
-    const axial = scale(axis, admittanceVelocityMmPerS(this.forceOf(s), p.force));
+    const axial = scale(axis, this.contactAxialMmPerS(ctx, s));
     switch (p.kind) {
       case 'linear':
         return this.jog(axial, this.orientationHold(s, ctx.sweepOrientation));

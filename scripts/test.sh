@@ -33,17 +33,24 @@ for f in "${all[@]}"; do
 done
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+# Nothing may hang the run: a test without its own timeout gets 10 minutes, a file whose tests
+# are done exits even if it leaked a handle (an open peer connection keeps node alive), and each
+# phase as a whole is bounded (timeout exits 124 and the run fails).
+runner=(node --import tsx --test --test-force-exit --test-timeout=600000 --test-reporter=spec)
 set +e
-node --import tsx --test --test-concurrency=2 --test-reporter=spec "$@" "${files[@]}" 2>&1 | tee "$log"
+timeout -k 30s 40m "${runner[@]}" --test-concurrency=2 "$@" "${files[@]}" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 if [ ${#heavy[@]} -gt 0 ]; then
-  node --import tsx --test --test-concurrency=1 --test-reporter=spec "$@" "${heavy[@]}" 2>&1 | tee -a "$log"
+  timeout -k 30s 30m "${runner[@]}" --test-concurrency=1 "$@" "${heavy[@]}" 2>&1 | tee -a "$log"
   rc2=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] && rc=$rc2
 fi
+[ "$rc" -eq 124 ] && echo "a test phase ran out of time (see above)" >&2
 set -e
 # One plain closing line for CI, whatever the reporter printed above it.
 pass=$(sed -n 's/^ℹ pass \([0-9]*\)$/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
 fail=$(sed -n 's/^ℹ fail \([0-9]*\)$/\1/p' "$log" | awk '{s+=$1} END {print s+0}')
+# A phase killed by its timeout printed no totals: it counts as a failure.
+[ "$rc" -ne 0 ] && [ "$fail" -eq 0 ] && fail=1
 echo "${pass} passed, ${fail} failed"
 exit "$rc"

@@ -7,7 +7,7 @@
 //
 // Output (DICOM arrives with the DICOM work):
 //   acquisition.json        uid, outcome, every transition, the sweep
-//   tracked-poses.csv       the probe pose and contact force at every robot state while scanning
+//   tracked-poses.csv       the probe pose and contact force at every robot state while scanning, with the sweep phase
 //   tracked-frames.igs.mha, reconstruction.xml, volume.mha   see server/imaging.ts
 import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -93,13 +93,18 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
     logger: o.log,
   });
   const csv = createWriteStream(join(o.outDir, 'tracked-poses.csv'));
-  csv.write('t_ms,x_mm,y_mm,z_mm,qx,qy,qz,qw,force_n\n');
+  csv.write('t_ms,x_mm,y_mm,z_mm,qx,qy,qz,qw,force_n,phase\n');
   let trackedPoses = 0;
+  // The sweep runner's phase (descend, sweep, paused, lift-off): force tracking is judged on 'sweep'.
+  let phase = '';
+  const phaseSub = acquisition.progress$.subscribe((p) => {
+    phase = p.phase;
+  });
   const sub = driver.state$.subscribe((s) => {
     if (acquisition.snapshot.state !== 'scanning') return;
     const p = s.tcpPose.positionMm;
     const q = s.tcpPose.orientation;
-    csv.write(`${s.tMs},${p.x},${p.y},${p.z},${q.x},${q.y},${q.z},${q.w},${s.wrench?.forceN.z ?? ''}\n`);
+    csv.write(`${s.tMs},${p.x},${p.y},${p.z},${q.x},${q.y},${q.z},${q.w},${s.wrench?.forceN.z ?? ''},${phase}\n`);
     trackedPoses++;
   });
   try {
@@ -136,6 +141,7 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
   } finally {
     imaging.close();
     sub.unsubscribe();
+    phaseSub.unsubscribe();
     await new Promise<void>((resolve) => csv.end(resolve));
     await acquisition.close().catch((err: unknown) => o.log.error({ err: toEco3dError(err).message }, 'closing the acquisition failed'));
     safety.close();
