@@ -165,9 +165,10 @@ export class LiveHub {
     const pc = new this.#rtc.RTCPeerConnection({ iceServers: [...(this.opts.iceServers ?? [])] });
     this.#peersCreated++;
     this.#peersOpen++;
-    const viewer = new LiveViewer(randomUUID(), identity, pc, signal, this, () => {
+    const viewer = new LiveViewer(randomUUID(), identity, pc, signal, this, (reason) => {
       this.#peersOpen--;
       this.#viewers.delete(viewer.id);
+      this.opts.log?.info({ viewerId: viewer.id, actor: identity.actor, reason, viewers: this.#viewers.size, ...viewer.counters() }, 'live viewer left');
     });
     this.#viewers.set(viewer.id, viewer);
     try {
@@ -405,7 +406,7 @@ export class LiveViewer {
     private readonly pc: PeerConnection,
     private readonly signal: Signal,
     private readonly hub: LiveHub,
-    private readonly onClosed: () => void,
+    private readonly onClosed: (reason: string) => void,
   ) {
     const { grants, want } = identity;
     const rtc = hub.rtc;
@@ -537,7 +538,7 @@ export class LiveViewer {
     this.pc.onconnectionstatechange = null;
     this.pc.ontrack = null;
     this.pc.close();
-    this.onClosed();
+    this.onClosed(reason);
     try {
       this.signal({ type: 'bye', reason });
     } catch {

@@ -105,6 +105,8 @@ export interface LiveClientEvents {
 type Listeners = { [K in keyof LiveClientEvents]: Set<(e: LiveClientEvents[K]) => void> };
 
 const PING_INTERVAL_MS = 1000;
+/** How long a leaving client waits for the server's `bye` before closing its peer anyway. */
+const LEAVE_GRACE_MS = 1000;
 
 export class LiveClient {
   readonly volume = new VolumeAssembler();
@@ -230,16 +232,38 @@ export class LiveClient {
     const pc = this.#pc;
     this.#ws = null;
     this.#pc = null;
-    if (ws !== null) {
-      ws.onclose = null;
-      ws.onmessage = null;
-      if (ws.readyState === 1) ws.send(JSON.stringify({ type: 'leave' }));
-      ws.close(1000, 'bye');
+    if (pc !== null) pc.onconnectionstatechange = null;
+    const closeNow = (): void => {
+      if (ws !== null) {
+        ws.onclose = null;
+        ws.onmessage = null;
+        ws.close(1000, 'bye');
+      }
+      pc?.close();
+    };
+    if (ws === null || ws.readyState !== 1 || pc === null) {
+      if (ws?.readyState === 1) ws.send(JSON.stringify({ type: 'leave' }));
+      closeNow();
+      return;
     }
-    if (pc !== null) {
-      pc.onconnectionstatechange = null;
-      pc.close();
-    }
+    // Leave, and let the server close its end of the peer first (it answers `bye`): a server on
+    // @roamhq/wrtc that is sending on a data channel the far side closes can crash in the
+    // binding (a race between its signaling thread and the JS thread), so the side that sends the
+    // most closes first. Without an answer in time, close anyway.
+    const grace = setTimeout(closeNow, LEAVE_GRACE_MS);
+    const finish = (): void => {
+      clearTimeout(grace);
+      closeNow();
+    };
+    ws.onclose = finish;
+    ws.onmessage = (e) => {
+      try {
+        if ((JSON.parse(String(e.data)) as { type?: string }).type === 'bye') finish();
+      } catch {
+        // not ours to answer while leaving
+      }
+    };
+    ws.send(JSON.stringify({ type: 'leave' }));
   }
 
   #scheduleReconnect(): void {
@@ -372,8 +396,11 @@ export class LiveClient {
   }
 
   #onChannel(ch: DataChannelLike): void {
+    // A peer being torn down (leaving, or replaced on reconnect) delivers nothing more.
+    const owner = this.#pc;
     if (ch.label === LIVE_CHANNELS.telemetry) {
       ch.onmessage = (e) => {
+        if (this.#pc !== owner) return;
         let m: TelemetryMessage;
         try {
           m = JSON.parse(String(e.data)) as TelemetryMessage;
@@ -402,6 +429,7 @@ export class LiveClient {
     } else if (ch.label === LIVE_CHANNELS.volume) {
       ch.binaryType = 'arraybuffer';
       ch.onmessage = (e) => {
+        if (this.#pc !== owner) return;
         try {
           const data = e.data instanceof ArrayBuffer ? e.data : (e.data as Uint8Array);
           this.volumeBytesReceived += data.byteLength;
