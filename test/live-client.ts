@@ -66,7 +66,7 @@ export async function startChildServer(): Promise<ChildServer> {
   });
   const bin = fileURLToPath(new URL('../bin/eco3d.mjs', import.meta.url));
   const child = spawn(process.execPath, [bin, 'start', '--data', dir, '--port', String(port)], {
-    env: { ...process.env, ECO3D_ADMIN_PASSWORD: CHILD_PASSWORD, ECO3D_DEMO_PASSWORD: CHILD_PASSWORD, LOG_LEVEL: process.env.CHILD_LOG_LEVEL ?? 'warn', ECO3D_VIEWER_BUILD: 'skip', DATABASE_URL: '', MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? '' },
+    env: { ...process.env, ECO3D_ADMIN_PASSWORD: CHILD_PASSWORD, ECO3D_DEMO_PASSWORD: CHILD_PASSWORD, LOG_LEVEL: process.env.CHILD_LOG_LEVEL ?? 'warn', ECO3D_VIEWER_BUILD: 'skip', DATABASE_URL: '' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   await new Promise<void>((resolve, reject) => {
@@ -94,9 +94,42 @@ export async function startChildServer(): Promise<ChildServer> {
 }
 
 /** A process's CPU time (utime + stime, ms) and resident memory (MB), from /proc. */
+/** The pid of the server's streamer process (streamer/live-worker.ts), where the peers live. */
+export function streamerPid(serverPid: number): number {
+  const children = readFileSync(`/proc/${serverPid}/task/${serverPid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  const pid = children.find((c) => {
+    try {
+      return readFileSync(`/proc/${c}/cmdline`, 'utf8').includes('live-worker');
+    } catch {
+      return false;
+    }
+  });
+  if (pid === undefined) throw new Error(`no streamer process under ${serverPid}`);
+  return pid;
+}
+
+/** CPU time and RSS of a process and all its descendants (the server and its streamer process). */
 export function procUsage(pid: number): { cpuMs: number; rssMb: number } {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return { cpuMs: ticks * 10, rssMb: (Number(fields[21]) * 4096) / 2 ** 20 };
+  let cpuMs = 0;
+  let rssMb = 0;
+  const visit = (p: number): void => {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${p}/stat`, 'utf8');
+    } catch {
+      return; // exited meanwhile
+    }
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    cpuMs += (Number(fields[11]) + Number(fields[12])) * 10;
+    rssMb += (Number(fields[21]) * 4096) / 2 ** 20;
+    let children = '';
+    try {
+      children = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8');
+    } catch {
+      // no children file: no children to add
+    }
+    for (const c of children.trim().split(/\s+/).filter(Boolean)) visit(Number(c));
+  };
+  visit(pid);
+  return { cpuMs, rssMb };
 }
