@@ -15,3 +15,5 @@ export * from './plus-sequence.ts';
 export * from './plus-config.ts';
 export * from './plus-transforms.ts';
 export * from './imaging-pose.ts';
+export * from './nrrd.ts';
+export * from './mesh.ts';

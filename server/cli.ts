@@ -1,4 +1,4 @@
-// The `eco3d` command line: start, sim, scan. Configuration errors and refusals print one clear
+// The `eco3d` command line: start, sim, scan, reconstruct, export. Configuration errors and refusals print one clear
 // message with its code and exit 1; what a person or script needs (URLs, paths) goes to stdout,
 // logs go to stderr.
 import { mkdirSync } from 'node:fs';
@@ -8,6 +8,7 @@ import { Eco3dError, toEco3dError } from '../protocols/index.ts';
 import { loadConfig, parseRobotTarget } from './config.ts';
 import { createLogger, type Logger } from './log.ts';
 import { startServer } from './runtime.ts';
+import { runExport } from './export-command.ts';
 import { runReconstruct } from './reconstruct-command.ts';
 import { runScan } from './scan.ts';
 import { runSimulator } from './sim-command.ts';
@@ -138,6 +139,26 @@ program
       });
       process.stdout.write(`${JSON.stringify(result)}\n`);
       process.exit(result.outcome === 'completed' ? 0 : 2);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('export')
+  .description('a volume (.mha or .nrrd) to NRRD or MetaImage, or its iso-surface to STL or OBJ (format from the extension)')
+  .argument('<volume>', 'input volume: .mha, .mhd or .nrrd')
+  .requiredOption('--out <file>', 'output: .nrrd, .mha, .stl or .obj')
+  .option('--threshold <level>', 'iso-level for a mesh: voxels ≥ level are inside (e.g. 127.5)')
+  .action(async (input: string, flags: { out: string; threshold?: string }) => {
+    try {
+      const level = flags.threshold === undefined ? undefined : Number(flags.threshold);
+      if (level !== undefined && !(Number.isFinite(level) && level > 0 && level <= 255)) {
+        throw new Eco3dError('ECO3D_ERR_CONFIG', `--threshold: expected a level in (0, 255], got "${flags.threshold}"`);
+      }
+      const report = await runExport({ inputFile: resolve(input), outputFile: resolve(flags.out), ...(level === undefined ? {} : { thresholdLevel: level }) });
+      process.stdout.write(`${JSON.stringify(report)}\n`);
+      process.exit(0);
     } catch (err) {
       fail(err);
     }

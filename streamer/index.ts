@@ -49,3 +49,5 @@ export { wrtc } from './wrtc.ts';
 export type { Wrtc, PeerConnection, IceServer, MediaTrack, VideoSink } from './wrtc.ts';
 export { RemoteLiveHub, forkTs } from './live-remote.ts';
 export type { LiveService, LiveViewerHandle, RemoteLiveHubOptions } from './live-remote.ts';
+export { isosurface, computeVertexNormals, DEFAULT_ISOSURFACE_BUDGET_BYTES } from './isosurface.ts';
+export type { IsosurfaceOptions } from './isosurface.ts';

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { Ros, Topic } from 'roslib';
-import { readMetaImageVolumeFile } from '../protocols/index.ts';
+import { decodeNrrdVolume, readMetaImageVolumeFile } from '../protocols/index.ts';
 
 const BIN = fileURLToPath(new URL('../bin/eco3d.mjs', import.meta.url));
 
@@ -151,6 +151,44 @@ describe('eco3d sim + eco3d scan over serial and ROS', () => {
       assert.ok(inBand >= 0.9, `${(inBand * 100).toFixed(0)}% of sweep samples within 5 ± 1 N (min ${Math.min(...forces).toFixed(2)}, max ${Math.max(...forces).toFixed(2)})`);
     });
   }
+
+  test('eco3d export: the scan\'s volume as NRRD (same voxels and grid), its iso-surface as STL and OBJ; bad requests refused', async () => {
+    const volumeFile = join(dir, 'scan-sim', 'volume.mha');
+    writeFileSync(join(dir, 'garbage.nrrd'), 'NRRD0004\ntype: uint8\nsizes: 9 9\n\n');
+    assert.ok(existsSync(volumeFile), 'the sim scan wrote its volume');
+    const mha = await readMetaImageVolumeFile(volumeFile);
+    const nrrdFile = join(dir, 'export.nrrd');
+    const p = run(['export', volumeFile, '--out', nrrdFile]);
+    assert.equal(await p.exited, 0, p.stderr);
+    const nrrd = decodeNrrdVolume(readFileSync(nrrdFile));
+    assert.deepEqual(nrrd.grid, mha.grid);
+    assert.ok(Buffer.from(nrrd.data).equals(Buffer.from(mha.data)), 'the same voxels');
+    const stlFile = join(dir, 'export.stl');
+    const s = run(['export', nrrdFile, '--out', stlFile, '--threshold', '127.5']);
+    assert.equal(await s.exited, 0, s.stderr);
+    const report = JSON.parse(s.stdout.trim()) as { triangles: number; vertices: number };
+    assert.ok(report.triangles > 100, `${report.triangles} triangles`);
+    const stl = readFileSync(stlFile);
+    assert.equal(stl.readUInt32LE(80), report.triangles);
+    assert.equal(stl.length, 84 + 50 * report.triangles);
+    const objFile = join(dir, 'export.obj');
+    const o = run(['export', volumeFile, '--out', objFile, '--threshold', '127.5']);
+    assert.equal(await o.exited, 0, o.stderr);
+    const lines = readFileSync(objFile, 'utf8').split('\n');
+    assert.equal(lines.filter((l) => l.startsWith('v ')).length, report.vertices);
+    assert.equal(lines.filter((l) => l.startsWith('f ')).length, report.triangles);
+    for (const [args, re] of [
+      [['export', volumeFile, '--out', join(dir, 'x.stl')], /ECO3D_ERR_CONFIG: a mesh needs --threshold/],
+      [['export', volumeFile, '--out', join(dir, 'x.png')], /ECO3D_ERR_CONFIG: .*extension/],
+      [['export', volumeFile, '--out', join(dir, 'x.obj'), '--threshold', 'abc'], /ECO3D_ERR_CONFIG: --threshold/],
+      [['export', join(dir, 'scan-sim', 'acquisition.json'), '--out', join(dir, 'x.nrrd')], /ECO3D_ERR_CONFIG: cannot read/],
+      [['export', join(dir, 'garbage.nrrd'), '--out', join(dir, 'x.mha')], /ECO3D_ERR_BAD_FILE: .*garbage\.nrrd/],
+    ] as const) {
+      const bad = run([...args]);
+      assert.equal(await bad.exited, 1, `${args.join(' ')}: ${bad.stderr}`);
+      assert.match(bad.stderr, re);
+    }
+  });
 
   test('eco3d scan --sweep fan tilts the probe through its range while keeping contact', async () => {
     const out = join(dir, 'scan-fan');
