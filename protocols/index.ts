@@ -17,3 +17,4 @@ export * from './plus-transforms.ts';
 export * from './imaging-pose.ts';
 export * from './nrrd.ts';
 export * from './mesh.ts';
+export * from './dicom-us.ts';
