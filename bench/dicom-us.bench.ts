@@ -36,8 +36,8 @@ const input: EnhancedUsVolumeInput = {
   transducer: {
     description: 'bench',
     scanPattern: { value: '125241', scheme: 'DCM', meaning: 'Plane scan pattern' },
-    geometry: { value: '125252', scheme: 'DCM', meaning: 'Linear' },
-    beamSteering: [{ value: '125258', scheme: 'DCM', meaning: 'Phased beam steering' }],
+    geometry: { value: '125252', scheme: 'DCM', meaning: 'Linear ultrasound transducer geometry' },
+    beamSteering: [{ value: '125257', scheme: 'DCM', meaning: 'Fixed beam direction' }],
     application: { value: '125261', scheme: 'DCM', meaning: 'External Transducer' },
   },
   scan: { view: { value: '399214001', scheme: 'SCT', meaning: 'Transverse' }, processingFunction: 'B-MODE', mechanicalIndex: 0.8, boneThermalIndex: 0.2, cranialThermalIndex: 0.1, softTissueThermalIndex: 0.3, depthsOfFocusMm: [24], depthOfScanFieldMm: 64 },

@@ -75,8 +75,8 @@ function volumeInput(volume: Volume = syntheticVolume()): EnhancedUsVolumeInput 
     transducer: {
       description: 'Eco3D sim L640 linear',
       scanPattern: { value: '125241', scheme: 'DCM', meaning: 'Plane scan pattern' },
-      geometry: { value: '125252', scheme: 'DCM', meaning: 'Linear' },
-      beamSteering: [{ value: '125258', scheme: 'DCM', meaning: 'Phased beam steering' }],
+      geometry: { value: '125252', scheme: 'DCM', meaning: 'Linear ultrasound transducer geometry' },
+      beamSteering: [{ value: '125257', scheme: 'DCM', meaning: 'Fixed beam direction' }],
       application: { value: '125261', scheme: 'DCM', meaning: 'External Transducer' },
     },
     scan: {
