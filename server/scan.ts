@@ -5,11 +5,12 @@
 // The B-mode frames come from the ultrasound simulator, sampled at the probe pose the robot
 // reports, whatever transport the robot is on (server/imaging.ts).
 //
-// Output (DICOM arrives with the DICOM work):
+// Output:
 //   acquisition.json        uid, outcome, every transition, the sweep
 //   tracked-poses.csv       the probe pose and contact force at every robot state while scanning, with the sweep phase
 //   tracked-frames.igs.mha, reconstruction.xml, volume.mha   see server/imaging.ts
-import { createWriteStream, mkdirSync, writeFileSync } from 'node:fs';
+//   study/volume.dcm, study/frames.dcm   the DICOM study, see server/scan-dicom.ts
+import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { combineLatest, firstValueFrom, throwError } from 'rxjs';
 import { filter, timeout } from 'rxjs/operators';
@@ -20,6 +21,7 @@ import { runReconstruct, type ReconstructReport } from './reconstruct-command.ts
 import type { RobotTarget } from './config.ts';
 import { createDriver } from './drivers.ts';
 import type { Logger } from './log.ts';
+import { writeScanStudy } from './scan-dicom.ts';
 
 export interface ScanOptions {
   readonly robot: RobotTarget;
@@ -50,7 +52,11 @@ export interface ScanResult {
   readonly trackedFrames: number;
   /** Present when the sweep completed and frames were recorded. */
   readonly volume?: ReconstructReport;
+  /** The DICOM study (study/volume.dcm, study/frames.dcm), with the volume. */
+  readonly study?: { readonly volume: string; readonly frames: string };
 }
+
+const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 // No remote operator watches a headless scan, so no deadman applies; the robot's own watchdogs
 // and every other safety check still do.
@@ -130,6 +136,20 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
       return { outcome: 'aborted', acquisitionUid: uid, reason: `${result.reason}: ${result.detail}`, outDir: o.outDir, trackedPoses, trackedFrames: imaging.frameCount(uid) };
     }
     const images = await imaging.finish(uid, o.outDir, runReconstruct);
+    const study =
+      images.volume === undefined
+        ? undefined
+        : await writeScanStudy({
+            outDir: o.outDir,
+            acquisitionUid: uid,
+            startedAtMs: transitions[0]?.atMs ?? Date.now(),
+            finishedAtMs: transitions.at(-1)?.atMs ?? Date.now(),
+            deviceId: o.robot.kind,
+            phantomSeed: o.phantomSeed ?? 1,
+            probe: scanner.probe,
+            sweep: o.sweep,
+            softwareVersion: `eco3d ${PACKAGE_VERSION}`,
+          });
     return {
       outcome: 'completed',
       acquisitionUid: uid,
@@ -137,6 +157,7 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
       trackedPoses,
       trackedFrames: images.frames,
       ...(images.volume === undefined ? {} : { volume: images.volume }),
+      ...(study === undefined ? {} : { study: { volume: study.volumeFile, frames: study.framesFile } }),
     };
   } finally {
     imaging.close();

@@ -1,7 +1,7 @@
 // The `eco3d` command as a user runs it: separate processes, real PTY, real rosbridge, a real
 // independent roslib client, and the data-directory lock between two `eco3d start`s.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -151,6 +151,28 @@ describe('eco3d sim + eco3d scan over serial and ROS', () => {
       assert.ok(inBand >= 0.9, `${(inBand * 100).toFixed(0)}% of sweep samples within 5 ± 1 N (min ${Math.min(...forces).toFixed(2)}, max ${Math.max(...forces).toFixed(2)})`);
     });
   }
+
+  test('eco3d scan writes a DICOM study: an Enhanced US Volume and the B-mode frames, dciodvfy-clean, one study', async () => {
+    const out = join(dir, 'scan-sim');
+    const result = JSON.parse(readFileSync(join(out, 'acquisition.json'), 'utf8')) as { result: { acquisitionUid: string } };
+    const uid = result.result.acquisitionUid;
+    for (const [file, iod] of [
+      ['volume.dcm', 'EnhancedUltrasoundVolume'],
+      ['frames.dcm', 'USMultiFrameImage'],
+    ] as const) {
+      const path = join(out, 'study', file);
+      const v = spawnSync('dciodvfy', [path], { encoding: 'utf8' });
+      assert.equal(v.error, undefined, 'dciodvfy runs (dicom3tools is installed by the test command)');
+      const report = `${v.stdout}${v.stderr}`;
+      assert.equal(v.status, 0, report);
+      assert.match(report, new RegExp(iod));
+      assert.deepEqual(report.split('\n').filter((l) => /Error/.test(l)), [], report);
+      const d = spawnSync('dcmdump', ['+P', 'StudyInstanceUID', '+P', 'Modality', path], { encoding: 'utf8' });
+      assert.equal(d.status, 0, d.stderr);
+      assert.ok(d.stdout.includes(`[${uid}]`), `the study is the acquisition: ${d.stdout}`);
+      assert.match(d.stdout, /\[US\]/);
+    }
+  });
 
   test('eco3d export: the scan\'s volume as NRRD (same voxels and grid), its iso-surface as STL and OBJ; bad requests refused', async () => {
     const volumeFile = join(dir, 'scan-sim', 'volume.mha');

