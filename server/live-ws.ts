@@ -12,6 +12,8 @@ import type { Logger } from './log.ts';
 /** A socket must send its `join` within this time. */
 const JOIN_TIMEOUT_MS = 5000;
 const MAX_MESSAGES_PER_S = 100;
+/** After a client's leave, how long its signaling socket may stay open for the server's bye. */
+const LEAVE_GRACE_MS = 2000;
 
 export interface LiveSignaling {
   attach(socket: WebSocket, principal: Principal | null): void;
@@ -85,8 +87,12 @@ export function liveSignaling(hub: LiveService, auth: AuthService, log: Logger, 
             await viewer.addIceCandidate(msg.candidate);
             return;
           case 'leave':
+            // The streamer closes its end and answers `bye` on this socket; the client closes its
+            // peer on that `bye` (see LiveClient). Closing the socket now would let the client
+            // close first, and wrtc can crash sending on a channel the far side is closing. The
+            // socket goes after a grace period in case the client never does.
             viewer?.close('left');
-            socket.close(1000, 'left');
+            setTimeout(() => socket.close(1000, 'left'), LEAVE_GRACE_MS).unref();
             return;
         }
       };
