@@ -79,7 +79,7 @@ export function forkTs(url: URL): ChildProcess {
     // libwebrtc runs threads per peer connection, and glibc gives each thread that allocates an
     // arena of its own (up to 8 per core) that it rarely hands back: with viewers coming and
     // going, RSS climbed ~70 MB per 20 viewers. Two arenas keep it flat (measured in
-    // test/live-churn.e2e.test.ts) at no cost we could measure.
+    // test/live-churn.e2e.test.ts); the live-stream figures in the README were taken with it.
     env: { ...process.env, MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX || '2' },
     serialization: 'advanced',
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
