@@ -18,3 +18,4 @@ export * from './imaging-pose.ts';
 export * from './nrrd.ts';
 export * from './mesh.ts';
 export * from './dicom-us.ts';
+export * from './dicom-sr.ts';

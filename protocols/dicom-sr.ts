@@ -1,0 +1,363 @@
+// Measurements made on a reconstructed volume, as a DICOM Structured Report: Comprehensive 3D SR
+// Storage (PS3.3 A.35.13, SOP Class 1.2.840.10008.5.1.4.1.1.88.34) whose content follows PS3.16
+// TID 1500 "Measurement Report", written as an Explicit VR Little Endian Part-10 file.
+//
+// Why Comprehensive 3D SR: our points live in the volume's 3D frame (mm), and only the 3D SR
+// classes carry SCOORD3D, i.e. coordinates tied to a Frame of Reference rather than to pixels of
+// one image. Each measurement becomes one Measurement Group (TID 1501) under "Imaging
+// Measurements", holding one NUM (TID 300) with UCUM units, INFERRED FROM the SCOORD3D the user
+// drew (TID 320): POLYLINE for a distance, closed POLYGON for an area.
+//
+// Like dicom-us.ts the encoder is pure: every UID and time is an input, so the same input gives
+// the same bytes. The few value helpers of dicom-us.ts are private there (and that file is not
+// ours to change here), so this file keeps its own small copies.
+import dcmjs, { type NaturalizedDataset } from 'dcmjs';
+import { ECO3D_IMPLEMENTATION_CLASS_UID, EXPLICIT_VR_LITTLE_ENDIAN_UID, type CodedConcept, type DicomUsCommon } from './dicom-us.ts';
+import { Eco3dError } from './errors.ts';
+
+export const COMPREHENSIVE_3D_SR_SOP_CLASS_UID = '1.2.840.10008.5.1.4.1.1.88.34';
+const IMPLEMENTATION_VERSION_NAME = 'ECO3D_DCMJS052';
+
+// ---------------------------------------------------------------------------------------------
+// Inputs
+
+export interface PointMm {
+  readonly x: number;
+  readonly y: number;
+  readonly z: number;
+}
+
+export type MeasurementPlane = 'axial' | 'sagittal' | 'coronal';
+
+export type SrMeasurement =
+  | {
+      readonly kind: 'distance';
+      /** The length, mm (the caller's value: a path length for a polyline of > 2 points). */
+      readonly valueMm: number;
+      readonly plane: MeasurementPlane;
+      /** ≥ 2 points in the referenced Frame of Reference (mm), in drawing order. */
+      readonly pointsMm: readonly PointMm[];
+      readonly label?: string | undefined;
+    }
+  | {
+      readonly kind: 'area';
+      readonly valueMm2: number;
+      readonly plane: MeasurementPlane;
+      /** The outline, ≥ 3 distinct points (mm); closing it (last = first) is optional. */
+      readonly pointsMm: readonly PointMm[];
+      readonly label?: string | undefined;
+    };
+
+/** The Enhanced US Volume the measurements were made on. */
+export interface SrReferencedVolume {
+  readonly sopClassUid: string;
+  readonly sopInstanceUid: string;
+  readonly seriesInstanceUid: string;
+  /**
+   * The Frame of Reference the `pointsMm` are in, written as the SCOORD3D Referenced Frame of
+   * Reference UID. Our points are in the volume grid's frame (the Reference frame), so for an
+   * Eco3D volume this is its Volume Frame of Reference UID, not the patient Frame of Reference.
+   */
+  readonly frameOfReferenceUid: string;
+}
+
+/**
+ * Study, patient, equipment and the SR's own series/instance (an SR is in a series of its own,
+ * Modality SR). Acquisition-only fields of `DicomUsCommon` (region, laterality, acquisition time)
+ * do not apply to a report.
+ */
+export interface MeasurementReportInput
+  extends Pick<DicomUsCommon, 'patient' | 'study' | 'equipment' | 'seriesInstanceUid' | 'seriesNumber' | 'seriesDescription' | 'sopInstanceUid' | 'instanceNumber' | 'contentDateTime'> {
+  /** Device Observer UID (TID 1004): identifies the Eco3D system that made the measurements. */
+  readonly deviceObserverUid: string;
+  /** Procedure reported (TID 1500 row 4), e.g. SCT 16310003 "Ultrasonography". */
+  readonly procedureReported: CodedConcept;
+  readonly referencedVolume: SrReferencedVolume;
+  readonly measurements: readonly SrMeasurement[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Codes (PS3.16)
+
+const C = {
+  measurementReport: { value: '126000', scheme: 'DCM', meaning: 'Imaging Measurement Report' },
+  language: { value: '121049', scheme: 'DCM', meaning: 'Language of Content Item and Descendants' },
+  english: { value: 'en-US', scheme: 'RFC5646', meaning: 'English (United States)' },
+  observerType: { value: '121005', scheme: 'DCM', meaning: 'Observer Type' },
+  device: { value: '121007', scheme: 'DCM', meaning: 'Device' },
+  deviceObserverUid: { value: '121012', scheme: 'DCM', meaning: 'Device Observer UID' },
+  deviceObserverName: { value: '121013', scheme: 'DCM', meaning: 'Device Observer Name' },
+  deviceObserverManufacturer: { value: '121014', scheme: 'DCM', meaning: 'Device Observer Manufacturer' },
+  deviceObserverModelName: { value: '121015', scheme: 'DCM', meaning: 'Device Observer Model Name' },
+  deviceObserverSerialNumber: { value: '121016', scheme: 'DCM', meaning: 'Device Observer Serial Number' },
+  procedureReported: { value: '121058', scheme: 'DCM', meaning: 'Procedure reported' },
+  imagingMeasurements: { value: '126010', scheme: 'DCM', meaning: 'Imaging Measurements' },
+  measurementGroup: { value: '125007', scheme: 'DCM', meaning: 'Measurement Group' },
+  trackingIdentifier: { value: '112039', scheme: 'DCM', meaning: 'Tracking Identifier' },
+  length: { value: '410668003', scheme: 'SCT', meaning: 'Length' },
+  area: { value: '42798000', scheme: 'SCT', meaning: 'Area' },
+  mm: { value: 'mm', scheme: 'UCUM', meaning: 'millimeter' },
+  mm2: { value: 'mm2', scheme: 'UCUM', meaning: 'square millimeter' },
+} as const satisfies Record<string, CodedConcept>;
+
+// ---------------------------------------------------------------------------------------------
+// Value helpers (same rules as dicom-us.ts)
+
+function bad(message: string): Eco3dError {
+  return new Eco3dError('ECO3D_ERR_BAD_REQUEST', message);
+}
+
+const UID_RE = /^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/;
+
+function checkUid(name: string, uid: string): string {
+  if (typeof uid !== 'string' || uid.length > 64 || !UID_RE.test(uid)) throw bad(`${name}: not a DICOM UID: ${JSON.stringify(uid)}`);
+  return uid;
+}
+
+const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$/;
+
+/** ISO 8601 with offset → DICOM DA, TM (HHMMSS.FFFFFF) and the &ZZXX offset, local wall clock. */
+function dicomDateTime(name: string, iso: string): { da: string; tm: string; offset: string } {
+  const m = ISO_RE.exec(iso);
+  if (m === null) throw bad(`${name}: expected ISO 8601 with an offset, e.g. 2024-05-01T10:20:30.123+02:00, got ${JSON.stringify(iso)}`);
+  const [, y, mo, d, h, mi, s, frac, zone] = m as unknown as [string, string, string, string, string, string, string, string | undefined, string];
+  return { da: `${y}${mo}${d}`, tm: `${h}${mi}${s}.${(frac ?? '').padEnd(6, '0').slice(0, 6)}`, offset: zone === 'Z' ? '+0000' : zone.replace(':', '') };
+}
+
+function dicomDate(name: string, isoDate: string | undefined): string {
+  if (isoDate === undefined) return '';
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(isoDate);
+  if (m === null) throw bad(`${name}: expected YYYY-MM-DD, got ${JSON.stringify(isoDate)}`);
+  return `${m[1]}${m[2]}${m[3]}`;
+}
+
+/** A finite number as a DS string (≤ 16 characters, PS3.5 6.2). */
+function ds(name: string, n: number): string {
+  if (typeof n !== 'number' || !Number.isFinite(n)) throw bad(`${name}: not a finite number: ${String(n)}`);
+  for (let p = 16; p >= 1; p--) {
+    const s = String(Number(n.toPrecision(p)));
+    if (s.length <= 16) return s;
+  }
+  return n.toExponential(8);
+}
+
+function code(c: CodedConcept): NaturalizedDataset {
+  return { CodeValue: c.value, CodingSchemeDesignator: c.scheme, CodeMeaning: c.meaning };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content items (PS3.3 C.17.3)
+
+type Relationship = 'CONTAINS' | 'HAS OBS CONTEXT' | 'HAS CONCEPT MOD' | 'INFERRED FROM';
+
+function codeItem(rel: Relationship, name: CodedConcept, value: CodedConcept): NaturalizedDataset {
+  return { RelationshipType: rel, ValueType: 'CODE', ConceptNameCodeSequence: [code(name)], ConceptCodeSequence: [code(value)] };
+}
+
+function textItem(rel: Relationship, name: CodedConcept, value: string): NaturalizedDataset {
+  return { RelationshipType: rel, ValueType: 'TEXT', ConceptNameCodeSequence: [code(name)], TextValue: value };
+}
+
+function uidItem(rel: Relationship, name: CodedConcept, uid: string): NaturalizedDataset {
+  return { RelationshipType: rel, ValueType: 'UIDREF', ConceptNameCodeSequence: [code(name)], UID: uid };
+}
+
+function pointValues(name: string, points: readonly PointMm[]): number[] {
+  const out: number[] = [];
+  points.forEach((p, i) => {
+    for (const v of [p?.x, p?.y, p?.z]) {
+      if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(`${name}: point ${i} is not three finite numbers`);
+      // GraphicData is FL (float32): a coordinate beyond its range would be written as Infinity.
+      if (Math.abs(v) > 3.4e38) throw bad(`${name}: point ${i} is out of the float32 range`);
+      out.push(v);
+    }
+  });
+  return out;
+}
+
+/** One measurement → a TID 1501 Measurement Group with a TID 300 NUM and its TID 320 SCOORD3D. */
+function measurementGroup(m: SrMeasurement, index: number, frameOfReferenceUid: string): NaturalizedDataset {
+  const name = `measurements[${index}]`;
+  if (m === null || typeof m !== 'object') throw bad(`${name}: not an object`);
+  if (!['axial', 'sagittal', 'coronal'].includes(m.plane)) throw bad(`${name}: plane must be axial, sagittal or coronal`);
+  // Checked through an `unknown` copy: Array.isArray would narrow the readonly array to any[].
+  const pointsIn: unknown = m.pointsMm;
+  if (!Array.isArray(pointsIn)) throw bad(`${name}: pointsMm must be an array`);
+  let value: number;
+  let concept: CodedConcept;
+  let units: CodedConcept;
+  let graphicType: 'POLYLINE' | 'POLYGON';
+  let points = pointValues(name, m.pointsMm);
+  switch (m.kind) {
+    case 'distance':
+      value = m.valueMm;
+      concept = C.length;
+      units = C.mm;
+      graphicType = 'POLYLINE';
+      if (m.pointsMm.length < 2) throw bad(`${name}: a distance needs at least 2 points`);
+      break;
+    case 'area': {
+      value = m.valueMm2;
+      concept = C.area;
+      units = C.mm2;
+      graphicType = 'POLYGON';
+      const first = m.pointsMm[0];
+      const last = m.pointsMm[m.pointsMm.length - 1];
+      const closed = first !== undefined && last !== undefined && m.pointsMm.length > 1 && first.x === last.x && first.y === last.y && first.z === last.z;
+      // Three distinct vertices are the least that encloses an area.
+      const distinct = new Set(m.pointsMm.map((p) => `${p.x},${p.y},${p.z}`)).size;
+      if (distinct < 3) throw bad(`${name}: an area needs a polygon of at least 3 distinct points`);
+      // PS3.3 C.18.9.1.2: a SCOORD3D POLYGON's first and last points are the same.
+      if (!closed) points = [...points, ...points.slice(0, 3)];
+      break;
+    }
+    default:
+      throw bad(`${name}: kind must be distance or area`);
+  }
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0) throw bad(`${name}: the value must be a finite number ≥ 0`);
+
+  const plane = m.plane;
+  const label = m.label ?? `${m.kind} ${index + 1}`;
+  if (typeof label !== 'string' || label.length === 0 || label.length > 1024) throw bad(`${name}: label must be 1..1024 characters`);
+  return {
+    RelationshipType: 'CONTAINS',
+    ValueType: 'CONTAINER',
+    ConceptNameCodeSequence: [code(C.measurementGroup)],
+    ContinuityOfContent: 'SEPARATE',
+    ContentTemplateSequence: [{ MappingResource: 'DCMR', TemplateIdentifier: '1501' }],
+    ContentSequence: [
+      // The view plane has no code here yet, so it travels in the human-readable identifier.
+      textItem('HAS OBS CONTEXT', C.trackingIdentifier, `${label} (${plane})`),
+      {
+        RelationshipType: 'CONTAINS',
+        ValueType: 'NUM',
+        ConceptNameCodeSequence: [code(concept)],
+        MeasuredValueSequence: [{ NumericValue: ds(`${name}.value`, value), MeasurementUnitsCodeSequence: [code(units)] }],
+        ContentSequence: [
+          {
+            // TID 320: the coordinates the value was computed from; no concept name (C.17.3.2.1
+            // requires one only for CONTAINS/HAS OBS CONTEXT/HAS CONCEPT MOD/… relations).
+            RelationshipType: 'INFERRED FROM',
+            ValueType: 'SCOORD3D',
+            ReferencedFrameOfReferenceUID: frameOfReferenceUid,
+            GraphicType: graphicType,
+            GraphicData: points,
+          },
+        ],
+      },
+    ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The report
+
+/** Encodes measurements on one volume as a TID 1500 Comprehensive 3D SR Part-10 file. */
+export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Array {
+  const measurementsIn: unknown = input.measurements; // as for pointsMm above
+  if (!Array.isArray(measurementsIn) || input.measurements.length === 0) throw bad('measurements: at least one measurement is required');
+  const vol = input.referencedVolume;
+  const forUid = checkUid('referencedVolume.frameOfReferenceUid', vol.frameOfReferenceUid);
+  const groups = input.measurements.map((m, i) => measurementGroup(m, i, forUid));
+  const content = dicomDateTime('contentDateTime', input.contentDateTime);
+  const study = dicomDateTime('study.studyDateTime', input.study.studyDateTime);
+  const eq = input.equipment;
+  const p = input.patient;
+  const sopInstanceUid = checkUid('sopInstanceUid', input.sopInstanceUid);
+  if (eq.softwareVersions.length === 0) throw bad('equipment.softwareVersions: at least one is required (Enhanced General Equipment, Type 1)');
+  if (!Number.isInteger(input.instanceNumber) || !Number.isInteger(input.seriesNumber)) throw bad('seriesNumber and instanceNumber must be integers');
+
+  const observerContext: NaturalizedDataset[] = [
+    // TID 1002/1004: the measurements come from the device (a person may verify them later).
+    codeItem('HAS OBS CONTEXT', C.observerType, C.device),
+    uidItem('HAS OBS CONTEXT', C.deviceObserverUid, checkUid('deviceObserverUid', input.deviceObserverUid)),
+    textItem('HAS OBS CONTEXT', C.deviceObserverManufacturer, eq.manufacturer),
+    textItem('HAS OBS CONTEXT', C.deviceObserverModelName, eq.modelName),
+    textItem('HAS OBS CONTEXT', C.deviceObserverSerialNumber, eq.deviceSerialNumber),
+  ];
+  if (eq.stationName !== undefined) observerContext.push(textItem('HAS OBS CONTEXT', C.deviceObserverName, eq.stationName));
+
+  const dataset: NaturalizedDataset = {
+    // SOP Common. UTF-8 so that any patient name or label survives.
+    SpecificCharacterSet: 'ISO_IR 192',
+    SOPClassUID: COMPREHENSIVE_3D_SR_SOP_CLASS_UID,
+    SOPInstanceUID: sopInstanceUid,
+    InstanceCreationDate: content.da,
+    InstanceCreationTime: content.tm,
+    TimezoneOffsetFromUTC: content.offset,
+    // Patient
+    PatientName: p.name,
+    PatientID: p.id,
+    PatientBirthDate: dicomDate('patient.birthDate', p.birthDate),
+    PatientSex: p.sex ?? '',
+    // General Study: the volume's study (the evidence below is referenced within it).
+    StudyInstanceUID: checkUid('study.studyInstanceUid', input.study.studyInstanceUid),
+    StudyDate: study.da,
+    StudyTime: study.tm,
+    ReferringPhysicianName: input.study.referringPhysicianName ?? '',
+    StudyID: input.study.studyId,
+    AccessionNumber: input.study.accessionNumber,
+    // SR Document Series (C.17.1): SR instances go in a series of their own.
+    Modality: 'SR',
+    SeriesInstanceUID: checkUid('seriesInstanceUid', input.seriesInstanceUid),
+    SeriesNumber: input.seriesNumber,
+    ReferencedPerformedProcedureStepSequence: [],
+    // General + Enhanced General Equipment (the latter is mandatory in the 3D SR IODs).
+    Manufacturer: eq.manufacturer,
+    ManufacturerModelName: eq.modelName,
+    DeviceSerialNumber: eq.deviceSerialNumber,
+    SoftwareVersions: eq.softwareVersions.length === 1 ? eq.softwareVersions[0] : [...eq.softwareVersions],
+    // SR Document General (C.17.2). COMPLETE/UNVERIFIED: the device finished its measurements
+    // and nobody has signed them off.
+    InstanceNumber: input.instanceNumber,
+    CompletionFlag: 'COMPLETE',
+    VerificationFlag: 'UNVERIFIED',
+    ContentDate: content.da,
+    ContentTime: content.tm,
+    PerformedProcedureCodeSequence: [code(input.procedureReported)],
+    CurrentRequestedProcedureEvidenceSequence: [
+      {
+        StudyInstanceUID: input.study.studyInstanceUid,
+        ReferencedSeriesSequence: [
+          {
+            SeriesInstanceUID: checkUid('referencedVolume.seriesInstanceUid', vol.seriesInstanceUid),
+            ReferencedSOPSequence: [
+              {
+                ReferencedSOPClassUID: checkUid('referencedVolume.sopClassUid', vol.sopClassUid),
+                ReferencedSOPInstanceUID: checkUid('referencedVolume.sopInstanceUid', vol.sopInstanceUid),
+              },
+            ],
+          },
+        ],
+      },
+    ],
+    // SR Document Content (C.17.3): the root of TID 1500.
+    ValueType: 'CONTAINER',
+    ConceptNameCodeSequence: [code(C.measurementReport)],
+    ContinuityOfContent: 'SEPARATE',
+    ContentTemplateSequence: [{ MappingResource: 'DCMR', TemplateIdentifier: '1500' }],
+    ContentSequence: [
+      codeItem('HAS CONCEPT MOD', C.language, C.english),
+      ...observerContext,
+      codeItem('HAS CONCEPT MOD', C.procedureReported, input.procedureReported),
+      { RelationshipType: 'CONTAINS', ValueType: 'CONTAINER', ConceptNameCodeSequence: [code(C.imagingMeasurements)], ContinuityOfContent: 'SEPARATE', ContentSequence: groups },
+    ],
+  };
+  if (input.study.description !== undefined) dataset.StudyDescription = input.study.description;
+  if (input.seriesDescription !== undefined) dataset.SeriesDescription = input.seriesDescription;
+  if (eq.institutionName !== undefined) dataset.InstitutionName = eq.institutionName;
+  if (eq.stationName !== undefined) dataset.StationName = eq.stationName;
+
+  const meta: NaturalizedDataset = {
+    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
+    MediaStorageSOPClassUID: COMPREHENSIVE_3D_SR_SOP_CLASS_UID,
+    MediaStorageSOPInstanceUID: sopInstanceUid,
+    TransferSyntaxUID: EXPLICIT_VR_LITTLE_ENDIAN_UID,
+    ImplementationClassUID: ECO3D_IMPLEMENTATION_CLASS_UID,
+    ImplementationVersionName: IMPLEMENTATION_VERSION_NAME,
+  };
+  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
+  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
+  dict.dict = DicomMetaDictionary.denaturalizeDataset(dataset);
+  return new Uint8Array(dict.write());
+}
