@@ -11,12 +11,12 @@
 // Like dicom-us.ts the encoder is pure: every UID and time is an input, so the same input gives
 // the same bytes. The few value helpers of dicom-us.ts are private there (and that file is not
 // ours to change here), so this file keeps its own small copies.
-import dcmjs, { type NaturalizedDataset } from 'dcmjs';
-import { ECO3D_IMPLEMENTATION_CLASS_UID, EXPLICIT_VR_LITTLE_ENDIAN_UID, type CodedConcept, type DicomUsCommon } from './dicom-us.ts';
+import type { NaturalizedDataset } from 'dcmjs';
+import { checkUid, code, dicomDateTime, ds, patientAndStudy, writePart10 } from './dicom-part10.ts';
+import type { CodedConcept, DicomUsCommon } from './dicom-us.ts';
 import { Eco3dError } from './errors.ts';
 
 export const COMPREHENSIVE_3D_SR_SOP_CLASS_UID = '1.2.840.10008.5.1.4.1.1.88.34';
-const IMPLEMENTATION_VERSION_NAME = 'ECO3D_DCMJS052';
 
 // ---------------------------------------------------------------------------------------------
 // Inputs
@@ -101,48 +101,10 @@ const C = {
 } as const satisfies Record<string, CodedConcept>;
 
 // ---------------------------------------------------------------------------------------------
-// Value helpers (same rules as dicom-us.ts)
+// Value checks (the conversions are dicom-part10.ts's)
 
 function bad(message: string): Eco3dError {
   return new Eco3dError('ECO3D_ERR_BAD_REQUEST', message);
-}
-
-const UID_RE = /^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/;
-
-function checkUid(name: string, uid: string): string {
-  if (typeof uid !== 'string' || uid.length > 64 || !UID_RE.test(uid)) throw bad(`${name}: not a DICOM UID: ${JSON.stringify(uid)}`);
-  return uid;
-}
-
-const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$/;
-
-/** ISO 8601 with offset → DICOM DA, TM (HHMMSS.FFFFFF) and the &ZZXX offset, local wall clock. */
-function dicomDateTime(name: string, iso: string): { da: string; tm: string; offset: string } {
-  const m = ISO_RE.exec(iso);
-  if (m === null) throw bad(`${name}: expected ISO 8601 with an offset, e.g. 2024-05-01T10:20:30.123+02:00, got ${JSON.stringify(iso)}`);
-  const [, y, mo, d, h, mi, s, frac, zone] = m as unknown as [string, string, string, string, string, string, string, string | undefined, string];
-  return { da: `${y}${mo}${d}`, tm: `${h}${mi}${s}.${(frac ?? '').padEnd(6, '0').slice(0, 6)}`, offset: zone === 'Z' ? '+0000' : zone.replace(':', '') };
-}
-
-function dicomDate(name: string, isoDate: string | undefined): string {
-  if (isoDate === undefined) return '';
-  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(isoDate);
-  if (m === null) throw bad(`${name}: expected YYYY-MM-DD, got ${JSON.stringify(isoDate)}`);
-  return `${m[1]}${m[2]}${m[3]}`;
-}
-
-/** A finite number as a DS string (≤ 16 characters, PS3.5 6.2). */
-function ds(name: string, n: number): string {
-  if (typeof n !== 'number' || !Number.isFinite(n)) throw bad(`${name}: not a finite number: ${String(n)}`);
-  for (let p = 16; p >= 1; p--) {
-    const s = String(Number(n.toPrecision(p)));
-    if (s.length <= 16) return s;
-  }
-  return n.toExponential(8);
-}
-
-function code(c: CodedConcept): NaturalizedDataset {
-  return { CodeValue: c.value, CodingSchemeDesignator: c.scheme, CodeMeaning: c.meaning };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,7 +194,7 @@ function measurementGroup(m: SrMeasurement, index: number, frameOfReferenceUid: 
         RelationshipType: 'CONTAINS',
         ValueType: 'NUM',
         ConceptNameCodeSequence: [code(concept)],
-        MeasuredValueSequence: [{ NumericValue: ds(`${name}.value`, value), MeasurementUnitsCodeSequence: [code(units)] }],
+        MeasuredValueSequence: [{ NumericValue: ds(value), MeasurementUnitsCodeSequence: [code(units)] }],
         ContentSequence: [
           {
             // TID 320: the coordinates the value was computed from; no concept name (C.17.3.2.1
@@ -260,9 +222,7 @@ export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Arr
   const forUid = checkUid('referencedVolume.frameOfReferenceUid', vol.frameOfReferenceUid);
   const groups = input.measurements.map((m, i) => measurementGroup(m, i, forUid));
   const content = dicomDateTime('contentDateTime', input.contentDateTime);
-  const study = dicomDateTime('study.studyDateTime', input.study.studyDateTime);
   const eq = input.equipment;
-  const p = input.patient;
   const sopInstanceUid = checkUid('sopInstanceUid', input.sopInstanceUid);
   if (eq.softwareVersions.length === 0) throw bad('equipment.softwareVersions: at least one is required (Enhanced General Equipment, Type 1)');
   if (!Number.isInteger(input.instanceNumber) || !Number.isInteger(input.seriesNumber)) throw bad('seriesNumber and instanceNumber must be integers');
@@ -285,18 +245,8 @@ export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Arr
     InstanceCreationDate: content.da,
     InstanceCreationTime: content.tm,
     TimezoneOffsetFromUTC: content.offset,
-    // Patient
-    PatientName: p.name,
-    PatientID: p.id,
-    PatientBirthDate: dicomDate('patient.birthDate', p.birthDate),
-    PatientSex: p.sex ?? '',
-    // General Study: the volume's study (the evidence below is referenced within it).
-    StudyInstanceUID: checkUid('study.studyInstanceUid', input.study.studyInstanceUid),
-    StudyDate: study.da,
-    StudyTime: study.tm,
-    ReferringPhysicianName: input.study.referringPhysicianName ?? '',
-    StudyID: input.study.studyId,
-    AccessionNumber: input.study.accessionNumber,
+    // Patient and General Study: the volume's study (the evidence below is referenced within it).
+    ...patientAndStudy(input),
     // SR Document Series (C.17.1): SR instances go in a series of their own.
     Modality: 'SR',
     SeriesInstanceUID: checkUid('seriesInstanceUid', input.seriesInstanceUid),
@@ -348,16 +298,5 @@ export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Arr
   if (eq.institutionName !== undefined) dataset.InstitutionName = eq.institutionName;
   if (eq.stationName !== undefined) dataset.StationName = eq.stationName;
 
-  const meta: NaturalizedDataset = {
-    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
-    MediaStorageSOPClassUID: COMPREHENSIVE_3D_SR_SOP_CLASS_UID,
-    MediaStorageSOPInstanceUID: sopInstanceUid,
-    TransferSyntaxUID: EXPLICIT_VR_LITTLE_ENDIAN_UID,
-    ImplementationClassUID: ECO3D_IMPLEMENTATION_CLASS_UID,
-    ImplementationVersionName: IMPLEMENTATION_VERSION_NAME,
-  };
-  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
-  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
-  dict.dict = DicomMetaDictionary.denaturalizeDataset(dataset);
-  return new Uint8Array(dict.write());
+  return writePart10(COMPREHENSIVE_3D_SR_SOP_CLASS_UID, sopInstanceUid, dataset);
 }

@@ -23,17 +23,16 @@
 // the equipment geometry the caller passes (Reference → robot base "table" → patient LPS).
 import { randomUUID } from 'node:crypto';
 import dcmjs, { type NaturalizedDataset } from 'dcmjs';
+import { checkUid, code, dicomDateTime, ds, EXPLICIT_VR_LITTLE_ENDIAN_UID, patientAndStudy, writePart10 } from './dicom-part10.ts';
 import { Eco3dError } from './errors.ts';
+
+export { ECO3D_IMPLEMENTATION_CLASS_UID, EXPLICIT_VR_LITTLE_ENDIAN_UID } from './dicom-part10.ts';
 import type { ImageFrame, Mat4, Volume } from './imaging.ts';
 
 export const ENHANCED_US_VOLUME_SOP_CLASS_UID = '1.2.840.10008.5.1.4.1.1.6.2';
 export const US_MULTIFRAME_SOP_CLASS_UID = '1.2.840.10008.5.1.4.1.1.3.1';
-export const EXPLICIT_VR_LITTLE_ENDIAN_UID = '1.2.840.10008.1.2.1';
 /** The Synchronization Frame of Reference UID meaning "synchronized to UTC" (PS3.3 C.7.4.2.1.1). */
 export const UTC_SYNCHRONIZATION_FRAME_OF_REFERENCE_UID = '1.2.840.10008.15.1.1';
-/** Our Implementation Class UID (file meta); a fixed 2.25 UUID-derived UID. */
-export const ECO3D_IMPLEMENTATION_CLASS_UID = '2.25.96735317232318465305131916453062474312';
-const IMPLEMENTATION_VERSION_NAME = 'ECO3D_DCMJS052';
 
 // Tags used as AT values: numbers, never strings (see the header).
 const TAG = {
@@ -211,53 +210,6 @@ export function newUid(): string {
   return `2.25.${BigInt(`0x${randomUUID().replace(/-/g, '')}`).toString(10)}`;
 }
 
-const UID_RE = /^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$/;
-
-function checkUid(name: string, uid: string): string {
-  if (uid.length > 64 || !UID_RE.test(uid)) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `${name}: not a DICOM UID: ${JSON.stringify(uid)}`);
-  return uid;
-}
-
-interface DicomDateTime {
-  /** DA: YYYYMMDD */
-  readonly da: string;
-  /** TM: HHMMSS.FFFFFF */
-  readonly tm: string;
-  /** DT: YYYYMMDDHHMMSS.FFFFFF&ZZXX, always 26 characters (even: no pad byte, see header). */
-  readonly dt: string;
-  /** Timezone Offset From UTC (0008,0201): &ZZXX */
-  readonly offset: string;
-}
-
-const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$/;
-
-/** ISO 8601 local time with offset → DICOM DA/TM/DT keeping the local wall-clock time. */
-function dicomDateTime(name: string, iso: string): DicomDateTime {
-  const m = ISO_RE.exec(iso);
-  if (m === null) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `${name}: expected ISO 8601 with an offset, e.g. 2024-05-01T10:20:30.123+02:00, got ${JSON.stringify(iso)}`);
-  const [, y, mo, d, h, mi, s, frac, zone] = m as unknown as [string, string, string, string, string, string, string, string | undefined, string];
-  const micro = (frac ?? '').padEnd(6, '0').slice(0, 6);
-  const offset = zone === 'Z' ? '+0000' : zone.replace(':', '');
-  return { da: `${y}${mo}${d}`, tm: `${h}${mi}${s}.${micro}`, dt: `${y}${mo}${d}${h}${mi}${s}.${micro}${offset}`, offset };
-}
-
-function dicomDate(name: string, isoDate: string | undefined): string {
-  if (isoDate === undefined) return '';
-  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(isoDate);
-  if (m === null) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `${name}: expected YYYY-MM-DD, got ${JSON.stringify(isoDate)}`);
-  return `${m[1]}${m[2]}${m[3]}`;
-}
-
-/** A number as a DS string (≤ 16 characters, PS3.5 6.2). */
-function ds(n: number): string {
-  if (!Number.isFinite(n)) throw new Eco3dError('ECO3D_ERR_NOT_FINITE', `DS value is not finite: ${n}`);
-  for (let p = 16; p >= 1; p--) {
-    const s = String(Number(n.toPrecision(p)));
-    if (s.length <= 16) return s;
-  }
-  return n.toExponential(8);
-}
-
 /**
  * A direction in patient coordinates (LPS) as Patient Orientation letters (PS3.3 C.7.6.1.1.1):
  * the components that matter, largest first (L/R, P/A, H/F).
@@ -273,10 +225,6 @@ function patientOrientationLetters(d: readonly number[]): string {
     .sort((a, b) => Math.abs(b[0]) - Math.abs(a[0]))
     .map(([c, pos, neg]) => (c > 0 ? pos : neg))
     .join('');
-}
-
-function code(c: CodedConcept): NaturalizedDataset {
-  return { CodeValue: c.value, CodingSchemeDesignator: c.scheme, CodeMeaning: c.meaning };
 }
 
 function matrixValues(name: string, m: Mat4): number[] {
@@ -322,7 +270,6 @@ function evenArrayBuffer(bytes: Uint8Array): ArrayBuffer {
 // Shared modules
 
 function commonModules(input: DicomUsCommon, sopClassUid: string): NaturalizedDataset {
-  const study = dicomDateTime('study.studyDateTime', input.study.studyDateTime);
   const content = dicomDateTime('contentDateTime', input.contentDateTime);
   const p = input.patient;
   const ds0: NaturalizedDataset = {
@@ -333,18 +280,7 @@ function commonModules(input: DicomUsCommon, sopClassUid: string): NaturalizedDa
     InstanceCreationDate: content.da,
     InstanceCreationTime: content.tm,
     TimezoneOffsetFromUTC: content.offset,
-    // Patient
-    PatientName: p.name,
-    PatientID: p.id,
-    PatientBirthDate: dicomDate('patient.birthDate', p.birthDate),
-    PatientSex: p.sex ?? '',
-    // General Study
-    StudyInstanceUID: checkUid('study.studyInstanceUid', input.study.studyInstanceUid),
-    StudyDate: study.da,
-    StudyTime: study.tm,
-    ReferringPhysicianName: input.study.referringPhysicianName ?? '',
-    StudyID: input.study.studyId,
-    AccessionNumber: input.study.accessionNumber,
+    ...patientAndStudy(input),
     // General Series
     Modality: 'US',
     SeriesInstanceUID: checkUid('seriesInstanceUid', input.seriesInstanceUid),
@@ -369,24 +305,6 @@ function commonModules(input: DicomUsCommon, sopClassUid: string): NaturalizedDa
   if (p.sizeM !== undefined) ds0.PatientSize = ds(p.sizeM);
   if (p.weightKg !== undefined) ds0.PatientWeight = ds(p.weightKg);
   return ds0;
-}
-
-function fileMeta(sopClassUid: string, sopInstanceUid: string): NaturalizedDataset {
-  return {
-    FileMetaInformationVersion: new Uint8Array([0, 1]).buffer,
-    MediaStorageSOPClassUID: sopClassUid,
-    MediaStorageSOPInstanceUID: sopInstanceUid,
-    TransferSyntaxUID: EXPLICIT_VR_LITTLE_ENDIAN_UID,
-    ImplementationClassUID: ECO3D_IMPLEMENTATION_CLASS_UID,
-    ImplementationVersionName: IMPLEMENTATION_VERSION_NAME,
-  };
-}
-
-function writePart10(meta: NaturalizedDataset, dataset: NaturalizedDataset): Uint8Array {
-  const { DicomDict, DicomMetaDictionary } = dcmjs.data;
-  const dict = new DicomDict(DicomMetaDictionary.denaturalizeDataset(meta));
-  dict.dict = DicomMetaDictionary.denaturalizeDataset(dataset);
-  return new Uint8Array(dict.write());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -518,7 +436,7 @@ export function encodeEnhancedUsVolume(input: EnhancedUsVolumeInput): Uint8Array
     // 8-bit pixels are OB in Explicit VR (PS3.5 8.2); dcmjs would guess OW.
     _vrMap: { PixelData: 'OB' },
   };
-  return writePart10(fileMeta(ENHANCED_US_VOLUME_SOP_CLASS_UID, input.sopInstanceUid), dataset);
+  return writePart10(ENHANCED_US_VOLUME_SOP_CLASS_UID, input.sopInstanceUid, dataset);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -601,7 +519,7 @@ export function encodeUsMultiframe(input: UsMultiframeInput): Uint8Array {
     dataset.FrameOfReferenceUID = checkUid('frameOfReferenceUid', input.frameOfReferenceUid);
     dataset.PositionReferenceIndicator = '';
   }
-  return writePart10(fileMeta(US_MULTIFRAME_SOP_CLASS_UID, input.sopInstanceUid), dataset);
+  return writePart10(US_MULTIFRAME_SOP_CLASS_UID, input.sopInstanceUid, dataset);
 }
 
 // ---------------------------------------------------------------------------------------------
