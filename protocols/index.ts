@@ -4,6 +4,7 @@ export * from './errors.ts';
 export * from './geometry.ts';
 export * from './scene.ts';
 export * from './events.ts';
+export * from './event-loop.ts';
 export * from './teleop.ts';
 export * from './rosbridge.ts';
 export * from './serial.ts';

@@ -27,7 +27,9 @@
 //   absent or BRIGHTNESS) is read; anything else is refused with a clear error.
 // Writing produces what PLUS writes: ObjectType and NDims first, the other header fields in
 // alphabetical order, frame fields in alphabetical order with ImageStatus last, MF orientation.
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { once } from 'node:events';
+import { open } from 'node:fs/promises';
+import { createDeflate, createGzip, gunzipSync, gzipSync } from 'node:zlib';
 import { Eco3dError } from './errors.ts';
 import { IDENTITY_MAT4, type Mat4 } from './imaging.ts';
 import {
@@ -376,11 +378,11 @@ const OWNED_HEADER = [
   'ultrasound image orientation', 'ultrasound image type', 'content',
 ];
 
-function frameLines(seq: PlusSequenceToWrite, statusField: string): { lines: Array<readonly [string, string]>; pixels: Uint8Array } {
+/** The per-frame header lines; checks every frame's fields and pixel count. */
+function frameLines(seq: PlusSequenceToWrite, statusField: string): Array<readonly [string, string]> {
   const { width, height } = seq;
   if (!Number.isInteger(width) || !Number.isInteger(height) || width < 0 || height < 0) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `bad frame size ${width}×${height}`);
   const frameBytes = width * height;
-  const pixels = new Uint8Array(frameBytes * seq.frames.length);
   const lines: Array<readonly [string, string]> = [];
   seq.frames.forEach((f, i) => {
     const entries: Array<[string, string]> = [];
@@ -403,12 +405,43 @@ function frameLines(seq: PlusSequenceToWrite, statusField: string): { lines: Arr
     entries.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     for (const [k, v] of entries) lines.push([`Seq_Frame${pad(i)}_${k}`, v]);
     lines.push([`Seq_Frame${pad(i)}_${statusField}`, f.pixels === null ? 'INVALID' : 'OK']);
-    if (f.pixels !== null) {
-      if (f.pixels.length !== frameBytes) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `frame ${i} has ${f.pixels.length} pixels, ${width}×${height} needs ${frameBytes}`);
-      pixels.set(f.pixels, i * frameBytes);
-    }
+    if (f.pixels !== null && f.pixels.length !== frameBytes) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `frame ${i} has ${f.pixels.length} pixels, ${width}×${height} needs ${frameBytes}`);
   });
-  return { lines, pixels };
+  return lines;
+}
+
+/** The frames' pixels one after the other (an invalid frame is zeros). */
+function framePixels(seq: PlusSequenceToWrite): Uint8Array[] {
+  const blank = new Uint8Array(seq.width * seq.height);
+  return seq.frames.map((f) => f.pixels ?? blank);
+}
+
+function concat(chunks: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+/**
+ * The frames' pixels, zlib- or gzip-compressed frame by frame on libuv's thread pool, as chunks:
+ * a sweep is hundreds of MB, and one contiguous copy of it blocked the server's control loop for
+ * seconds (page faults on a fresh buffer cost more than the copy).
+ */
+async function packPixelsAsync(seq: PlusSequenceToWrite, compress: boolean, gzip: boolean): Promise<Uint8Array[]> {
+  const frames = framePixels(seq);
+  if (!compress) return frames;
+  const z = gzip ? createGzip() : createDeflate();
+  const out: Uint8Array[] = [];
+  z.on('data', (c: Buffer) => out.push(c));
+  const ended = once(z, 'end');
+  for (const f of frames) if (!z.write(f)) await once(z, 'drain');
+  z.end();
+  await ended;
+  return out;
 }
 
 function checkTransformName(name: string, frame: number): void {
@@ -434,15 +467,29 @@ export function encodePlusSequence(seq: PlusSequenceToWrite, opts: SequenceWrite
 }
 
 function encodeMetaSequenceParts(seq: PlusSequenceToWrite, compress: boolean, elementDataFile: string): { bytes: Uint8Array; header: Uint8Array; payload: Uint8Array } {
-  const { lines, pixels } = frameLines(seq, 'ImageStatus');
-  const payload = compress ? compressMeta(pixels) : pixels;
-  const fields: Array<[string, string]> = [
+  const lines = frameLines(seq, 'ImageStatus');
+  const pixels = concat(framePixels(seq));
+  return assembleMetaSequence(seq, lines, compress ? compressMeta(pixels) : pixels, compress, elementDataFile);
+}
+
+function assembleMetaSequence(
+  seq: PlusSequenceToWrite,
+  lines: Array<readonly [string, string]>,
+  payload: Uint8Array,
+  compress: boolean,
+  elementDataFile: string,
+): { bytes: Uint8Array; header: Uint8Array; payload: Uint8Array } {
+  return assembleMetaImage(metaSequenceFields(seq, compress, payload.length), lines, payload, elementDataFile);
+}
+
+function metaSequenceFields(seq: PlusSequenceToWrite, compress: boolean, payloadBytes: number): Array<[string, string]> {
+  return [
     ['AnatomicalOrientation', 'RAI'],
     ['BinaryData', 'True'],
     ['BinaryDataByteOrderMSB', 'False'],
     ['CenterOfRotation', '0 0 0'],
     ['CompressedData', compress ? 'True' : 'False'],
-    ...(compress ? [['CompressedDataSize', String(payload.length)] as [string, string]] : []),
+    ...(compress ? [['CompressedDataSize', String(payloadBytes)] as [string, string]] : []),
     ['DimSize', `${seq.width} ${seq.height} ${seq.frames.length}`],
     ['ElementNumberOfChannels', '1'],
     ['ElementSpacing', '1 1 1'],
@@ -454,11 +501,15 @@ function encodeMetaSequenceParts(seq: PlusSequenceToWrite, compress: boolean, el
     ['UltrasoundImageType', 'BRIGHTNESS'],
     ...customHeader(seq),
   ];
-  return assembleMetaImage(fields, lines, payload, elementDataFile);
 }
 
 function encodeNrrd(seq: PlusSequenceToWrite, compress: boolean): Uint8Array {
-  const { lines, pixels } = frameLines(seq, 'Status');
+  const lines = frameLines(seq, 'Status');
+  const pixels = concat(framePixels(seq));
+  return concat([nrrdHeader(seq, lines, compress), compress ? gzipSync(pixels) : pixels]);
+}
+
+function nrrdHeader(seq: PlusSequenceToWrite, lines: Array<readonly [string, string]>, compress: boolean): Uint8Array {
   let text = 'NRRD0004\n# Complete NRRD file format specification at:\n# http://teem.sourceforge.net/nrrd/format.html\n';
   text += `dimension: 3\nencoding: ${compress ? 'gz' : 'raw'}\nendian: little\nkinds: domain domain list\n`;
   text += `sizes: ${seq.width} ${seq.height} ${seq.frames.length}\nspace dimension: 2\nspace directions: (1,0) (0,1) none\nspace origin: (0,0)\ntype: uint8\n`;
@@ -469,12 +520,7 @@ function encodeNrrd(seq: PlusSequenceToWrite, compress: boolean): Uint8Array {
     text += `${k}:=${v}\n`;
   }
   text += '\n';
-  const head = Buffer.from(text, 'latin1');
-  const body = compress ? gzipSync(pixels) : pixels;
-  const out = new Uint8Array(head.length + body.length);
-  out.set(head, 0);
-  out.set(body, head.length);
-  return out;
+  return Buffer.from(text, 'latin1');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,18 +534,39 @@ export async function readPlusSequenceFile(path: string): Promise<PlusSequence> 
   return decodePlusSequence(parts.bytes, { source: path, ...(parts.dataFile === undefined ? {} : { dataFile: parts.dataFile }) });
 }
 
-/** Writes NRRD for `.nrrd`, `.mhd` + `.raw`/`.zraw` for `.mhd`, MetaImage with inline data otherwise. */
+/**
+ * Writes NRRD for `.nrrd`, `.mhd` + `.raw`/`.zraw` for `.mhd`, MetaImage with inline data
+ * otherwise. Streams: the server calls this on the thread that runs the robot's control loop,
+ * with a sweep's frames (packPixelsAsync).
+ */
 export async function writePlusSequenceFile(path: string, seq: PlusSequenceToWrite, opts: Omit<SequenceWriteOptions, 'format'> = {}): Promise<void> {
   const lower = path.toLowerCase();
   const compress = opts.compress ?? true;
-  if (lower.endsWith('.nrrd')) return writeFileBytes(path, encodePlusSequence(seq, { compress, format: 'nrrd' }));
+  const nrrd = lower.endsWith('.nrrd');
+  const lines = frameLines(seq, nrrd ? 'Status' : 'ImageStatus');
+  const packed = await packPixelsAsync(seq, compress, nrrd);
+  if (nrrd) return writeChunks(path, [nrrdHeader(seq, lines, compress), ...packed]);
+  const fields = metaSequenceFields(seq, compress, packed.reduce((n, c) => n + c.length, 0));
   if (lower.endsWith('.mhd')) {
     const base = path.slice(path.lastIndexOf('/') + 1, -4);
     const dataName = `${base}.${compress ? 'zraw' : 'raw'}`;
-    const parts = encodeMetaSequenceParts(seq, compress, dataName);
-    await writeFileBytes(path.slice(0, path.length - base.length - 4) + dataName, parts.payload);
-    return writeFileBytes(path, parts.header);
+    await writeChunks(path.slice(0, path.length - base.length - 4) + dataName, packed);
+    return writeFileBytes(path, assembleMetaImage(fields, lines, new Uint8Array(0), dataName).header);
   }
-  return writeFileBytes(path, encodePlusSequence(seq, { compress }));
+  return writeChunks(path, [assembleMetaImage(fields, lines, new Uint8Array(0), 'LOCAL').header, ...packed]);
+}
+
+/** Writes the chunks one after the other, a batch at a time; a failure is ECO3D_ERR_BAD_FILE. */
+async function writeChunks(path: string, chunks: readonly Uint8Array[]): Promise<void> {
+  try {
+    const file = await open(path, 'w');
+    try {
+      for (let i = 0; i < chunks.length; i += 256) await file.writev(chunks.slice(i, i + 256));
+    } finally {
+      await file.close();
+    }
+  } catch (err) {
+    throw new Eco3dError('ECO3D_ERR_BAD_FILE', `${path}: cannot write (${err instanceof Error ? err.message : String(err)})`, { cause: err, details: { file: path } });
+  }
 }
 

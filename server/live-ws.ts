@@ -69,6 +69,7 @@ export function liveSignaling(hub: LiveService, auth: AuthService, log: Logger, 
               clearTimeout(joinTimer);
               viewer = await hub.join({ actor: principal.username, role: principal.role, tier: viewerTierFor(principal), grants, want: msg.want }, send);
               if (socket.readyState !== socket.OPEN) viewer.close('signaling closed');
+              else if (left) viewer.close('left');
             } catch (err) {
               const e = toEco3dError(err);
               fail(e);
@@ -87,20 +88,32 @@ export function liveSignaling(hub: LiveService, auth: AuthService, log: Logger, 
             await viewer.addIceCandidate(msg.candidate);
             return;
           case 'leave':
-            // The streamer closes its end and answers `bye` on this socket; the client closes its
-            // peer on that `bye` (see LiveClient). Closing the socket now would let the client
-            // close first, and wrtc can crash sending on a channel the far side is closing. The
-            // socket goes after a grace period in case the client never does.
-            viewer?.close('left');
-            setTimeout(() => socket.close(1000, 'left'), LEAVE_GRACE_MS).unref();
+            leave();
             return;
         }
       };
 
+      // The streamer closes its end and answers `bye` on this socket; the client closes its peer
+      // on that `bye` (see LiveClient). Closing the socket now would let the client close first,
+      // and wrtc can crash sending on a channel the far side is closing. The socket goes after a
+      // grace period in case the client never does.
+      let left = false;
+      const leave = (): void => {
+        if (left) return;
+        left = true;
+        viewer?.close('left');
+        setTimeout(() => socket.close(1000, 'left'), LEAVE_GRACE_MS).unref();
+      };
+
       // One message at a time, in order: an ICE candidate must not overtake the answer it follows.
+      // A `leave` does not wait behind them: the client is waiting to close its peer after ours.
       let tail: Promise<void> = Promise.resolve();
       socket.on('message', (data, isBinary) => {
         const raw = isBinary ? null : rawText(data);
+        if (raw !== null && isLeave(raw)) {
+          leave();
+          return;
+        }
         tail = tail.then(() => onMessage(raw)).catch(fail);
       });
       socket.on('close', () => {
@@ -115,6 +128,15 @@ export function liveSignaling(hub: LiveService, auth: AuthService, log: Logger, 
       for (const s of sockets) s.close(1001, 'server shutting down');
     },
   };
+}
+
+/** A well-formed `leave` (anything else goes through the checks of parseLiveClientMessage). */
+function isLeave(raw: string): boolean {
+  try {
+    return (JSON.parse(raw) as { type?: unknown } | null)?.type === 'leave';
+  } catch {
+    return false;
+  }
 }
 
 function rawText(data: RawData): string {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { filter, map, share, type Observable, type Subscription } from 'rxjs';
 import { AcquisitionController, SafetySupervisor, TeleopSession, type SweepPlan } from '../controller/index.ts';
-import { Eco3dError, toEco3dError, torsoSkinHeightMm, type RobotDriver, type TrackedFrame } from '../protocols/index.ts';
+import { Eco3dError, toEco3dError, torsoSkinHeightMm, watchEventLoop, type RobotDriver, type TrackedFrame } from '../protocols/index.ts';
 import { imageGeometry, imageToProbe, type UltrasoundSimulator } from '../sim/index.ts';
 import { liveGridFor, RemoteLiveHub, type LiveFrame, type LiveSweepShape } from '../streamer/index.ts';
 import {
@@ -104,6 +104,8 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     cleanups.push(() => db.close());
     const migrated = await migrate(db);
     log.info({ db: db.kind, ...migrated }, 'database ready');
+    // From here on this thread runs the robot's control loop (opening PGlite blocks it for seconds before).
+    cleanups.push(watchEventLoop((blockedMs) => log.warn({ blockedMs }, 'the control loop thread was blocked')));
 
     const secret = cfg.secret ?? loadOrCreateSecret(cfg.dataDir);
     await bootstrap(db, cfg, announce);

@@ -7,7 +7,7 @@ import { Subject } from 'rxjs';
 import type { LiveServerMessage } from '../protocols/live.ts';
 import type { TeleopStatus } from '../protocols/teleop.ts';
 import { decodeVolumeMessage, type VolumeMessage } from '../protocols/volume-stream.ts';
-import { LiveHub, videoPolicy, type LiveFrame } from './live-hub.ts';
+import { dataPolicy, LiveHub, videoPolicy, type LiveFrame } from './live-hub.ts';
 import { LiveVolume } from './live-volume.ts';
 import type { DataChannel, Wrtc } from './wrtc.ts';
 
@@ -25,12 +25,16 @@ class FakeChannel implements DataChannel {
   onmessage: ((e: { data: unknown }) => void) | null = null;
   onbufferedamountlow: (() => void) | null = null;
   readonly sent: (string | Uint8Array)[] = [];
-  constructor(readonly label: string) {}
+  constructor(readonly label: string) {
+    // Like a real channel: open a moment after the peer connects (the hub sets its handlers first).
+    setImmediate(() => this.onopen?.());
+  }
   send(data: string | Uint8Array | ArrayBuffer): void {
     this.sent.push(data instanceof ArrayBuffer ? new Uint8Array(data) : data);
   }
   close(): void {
     this.readyState = 'closed';
+    this.onclose?.();
   }
   volumeMessages(): VolumeMessage[] {
     return this.sent.filter((d): d is Uint8Array => d instanceof Uint8Array).map((d) => decodeVolumeMessage(d));
@@ -111,7 +115,7 @@ describe('LiveHub with a fake WebRTC', () => {
     const volume = new LiveVolume({ everyFrames: 1, everyMs: 1000 });
     const hub = new LiveHub({ frames$: new Subject(), status: () => STATUS, volume, imaging: IMAGING }, { wrtc, telemetryHz: 1000 });
     const signals: LiveServerMessage[] = [];
-    const identity = { actor: 'a', role: 'sonographer', tier: 'observer' as const, grants: FULL, want: { video: false, telemetry: false, volume: true, call: false } };
+    const identity = { actor: 'a', role: 'bedside', tier: 'bedside' as const, grants: FULL, want: { video: false, telemetry: false, volume: true, call: false } };
     await hub.join(identity, (m) => signals.push(m));
     await hub.join(identity, () => undefined);
     const [fast, slow] = channels.filter((c) => c.label === 'volume') as [FakeChannel, FakeChannel];
@@ -142,6 +146,60 @@ describe('LiveHub with a fake WebRTC', () => {
     volume.close();
   });
 
+  test('observers get the volume in fewer commits as the audience grows; the operator every delta', async () => {
+    assert.deepEqual(dataPolicy('operator', 20), { telemetryEveryTicks: 1, volumeCommitIntervalMs: 0 });
+    assert.deepEqual(dataPolicy('bedside', 20), { telemetryEveryTicks: 1, volumeCommitIntervalMs: 0 });
+    assert.deepEqual(dataPolicy('observer', 3), { telemetryEveryTicks: 1, volumeCommitIntervalMs: 200 });
+    assert.deepEqual(dataPolicy('plugin', 20), { telemetryEveryTicks: 3, volumeCommitIntervalMs: 1000 });
+    const { wrtc, channels } = fakeWrtc();
+    let nowMs = 1_000_000;
+    const volume = new LiveVolume({ everyFrames: 1, everyMs: 1000 });
+    const hub = new LiveHub({ frames$: new Subject(), status: () => STATUS, volume, imaging: IMAGING }, { wrtc, telemetryHz: 1000, now: () => nowMs });
+    const want = { video: false, telemetry: false, volume: true, call: false };
+    await hub.join({ actor: 'op', role: 'sonographer', tier: 'operator', grants: FULL, want }, () => undefined);
+    await hub.join({ actor: 'obs', role: 'admin', tier: 'observer', grants: FULL, want }, () => undefined);
+    const [op, obs] = channels.filter((c) => c.label === 'volume') as [FakeChannel, FakeChannel];
+    await new Promise((r) => setImmediate(r)); // the channels open before the sweep begins
+    volume.begin('2.25.2', { originMm: { x: 0, y: 0, z: 0 }, spacingMm: { x: 1, y: 1, z: 1 }, dims: [40, 40, 40] });
+    const commits = (c: FakeChannel): VolumeMessage[] => c.volumeMessages().filter((m) => m.kind === 'commit');
+    // 10 deltas 50 ms apart (0.5 s): the operator commits each, the observer (200 ms) 3 of them.
+    for (let i = 0; i < 10; i++) {
+      volume.push(frame(i, 10 * (i + 1)));
+      await new Promise((r) => setTimeout(r, 5));
+      nowMs += 50;
+    }
+    await new Promise((r) => setTimeout(r, 20)); // the hub's ticks pump the held batch
+    assert.equal(commits(op).length, 10);
+    const obsCommits = commits(obs).length;
+    assert.ok(obsCommits >= 2 && obsCommits <= 4, `the observer got ${obsCommits} commits for 10 deltas`);
+    // What the observer holds after its last commit is what the operator holds: nothing is lost.
+    nowMs += 1000;
+    await new Promise((r) => setTimeout(r, 20));
+    const last = (c: FakeChannel): Map<number, string> => new Map(c.volumeMessages().flatMap((m) => (m.kind === 'brick' ? [[m.index, Buffer.from(m.voxels).toString('hex')] as [number, string]] : [])));
+    assert.deepEqual(last(obs), last(op));
+    assert.equal(obs.volumeMessages().at(-1)?.kind, 'commit');
+    hub.close();
+    volume.close();
+  });
+
+  test('a viewer at a lower frame rate gets one frame per interval of capture time, whatever the wall clock', async () => {
+    const { wrtc } = fakeWrtc();
+    const frames$ = new Subject<LiveFrame>();
+    // The wall clock runs far ahead of the capture clock (a scanner's own clock, or a busy robot
+    // simulator): pacing must use the frames' capture times.
+    let nowMs = 5_000_000;
+    const hub = new LiveHub({ frames$, status: () => STATUS, volume: new LiveVolume(), imaging: IMAGING }, { wrtc, now: () => (nowMs += 1000) });
+    const want = { video: true, telemetry: false, volume: false, call: false };
+    await hub.join({ actor: 'op', role: 'sonographer', tier: 'operator', grants: FULL, want }, () => undefined);
+    await hub.join({ actor: 'obs', role: 'admin', tier: 'observer', grants: FULL, want }, () => undefined);
+    for (let i = 0; i < 60; i++) frames$.next(frame(i, 100)); // 2 s at 30 fps
+    const [op, obs] = hub.stats().perViewer;
+    assert.equal(op!.videoFramesSent, 60);
+    // 15 fps for an observer among 2 viewers: every other frame.
+    assert.ok(Math.abs(obs!.videoFramesSent - 30) <= 1, `the observer got ${obs!.videoFramesSent} of 60 frames at 15 fps`);
+    hub.close();
+  });
+
   test('telemetry is skipped, and counted, while a viewer’s channel is backed up', async () => {
     const { wrtc, channels } = fakeWrtc();
     const hub = new LiveHub({ frames$: new Subject(), status: () => STATUS, volume: new LiveVolume(), imaging: IMAGING }, { wrtc, telemetryHz: 200 });
@@ -154,8 +212,12 @@ describe('LiveHub with a fake WebRTC', () => {
     assert.equal(msg.status.acquisition.state, 'idle');
     tel.bufferedAmount = 1024 * 1024;
     const before = tel.sent.length;
+    await new Promise((r) => setTimeout(r, 80)); // 16 ticks
+    // The buffered amount is read every 10th message: at most 9 more go out, then none.
+    const after = tel.sent.length;
+    assert.ok(after - before < 10, `${after - before} messages after the channel backed up`);
     await new Promise((r) => setTimeout(r, 40));
-    assert.equal(tel.sent.length, before);
+    assert.equal(tel.sent.length, after);
     assert.ok(hub.stats().perViewer[0]!.telemetryDropped > 0);
     hub.close();
   });

@@ -90,11 +90,26 @@ export function videoPolicy(tier: ViewerTier, viewers: number): { fps: number; s
   }
 }
 
+/**
+ * How often a viewer gets telemetry and volume commits. The operator and the bedside get every
+ * telemetry tick and every reconstruction delta; other viewers get them less often as the
+ * audience grows (telemetry every k-th tick; changed bricks coalesced into fewer commits). Every
+ * data-channel send is a blocking hop to libwebrtc's signaling thread, shared by all peers: at 20
+ * viewers, full-rate data for everyone queued the operator's stream behind the crowd's.
+ */
+export function dataPolicy(tier: ViewerTier, viewers: number): { telemetryEveryTicks: number; volumeCommitIntervalMs: number } {
+  if (tier === 'operator' || tier === 'bedside') return { telemetryEveryTicks: 1, volumeCommitIntervalMs: 0 };
+  if (viewers <= 5) return { telemetryEveryTicks: 1, volumeCommitIntervalMs: 200 };
+  if (viewers <= 10) return { telemetryEveryTicks: 2, volumeCommitIntervalMs: 500 };
+  return { telemetryEveryTicks: 3, volumeCommitIntervalMs: 1000 };
+}
+
 /** The simulated scanner's frame rate. */
 const SOURCE_FPS = 30;
 const VOLUME_HIGH_WATER_BYTES = 512 * 1024;
 const VOLUME_LOW_WATER_BYTES = 128 * 1024;
 const TELEMETRY_MAX_BUFFERED_BYTES = 64 * 1024;
+const TELEMETRY_CHECK_EVERY = 10;
 
 export interface LiveHubStats {
   readonly viewers: number;
@@ -120,6 +135,7 @@ export class LiveHub {
   /** Who holds the control lock, as of the last telemetry tick. */
   #holder: string | null = null;
   #peersOpen = 0;
+  #ticks = 0;
   #peersCreated = 0;
   #closed = false;
 
@@ -182,7 +198,9 @@ export class LiveHub {
         imaging: { ...this.sources.imaging, timecodeRows: TIMECODE_ROWS },
         iceServers: this.opts.iceServers ?? [],
       });
-      await viewer.offer(this.opts.answerTimeoutMs ?? 10_000);
+      // A browser answers within a second; a streamer starved of CPU (it yields to the control
+      // loop, see live-remote.ts) can take several to even apply the answer.
+      await viewer.offer(this.opts.answerTimeoutMs ?? 30_000);
     } catch (err) {
       viewer.close('offer failed');
       throw toEco3dError(err);
@@ -280,7 +298,7 @@ export class LiveHub {
       const policy = videoPolicy(this.#effectiveTier(v, operator), n);
       if (!v.videoDue(f.capturedAtMs, policy.fps)) continue;
       const frame = (i420[policy.scale] ??= toI420(f, policy.scale));
-      this.#guard(v, () => v.sendVideo(frame, policy));
+      this.#guard(v, () => v.sendVideo(frame, policy, f.capturedAtMs));
     }
   }
 
@@ -319,9 +337,14 @@ export class LiveHub {
       status,
       frame: f === null ? null : { index: f.index, capturedAtMs: f.capturedAtMs, imageToReference: Array.from(f.imageToReference) },
     });
+    const n = this.#viewers.size;
+    const operator = this.#operator();
+    const tick = this.#ticks++;
     for (const v of this.#viewers.values()) {
       this.#guard(v, () => {
-        v.sendTelemetry(common);
+        const policy = dataPolicy(this.#effectiveTier(v, operator), n);
+        v.volumeCommitIntervalMs = policy.volumeCommitIntervalMs;
+        if (tick % policy.telemetryEveryTicks === 0) v.sendTelemetry(common);
         v.pumpVolume();
       });
     }
@@ -334,7 +357,11 @@ export class LiveHub {
  * then throws: a viewer going away must never take the server down.
  */
 function trySend(ch: DataChannel, data: string | Uint8Array): boolean {
-  if (ch.readyState !== 'open') return false;
+  return ch.readyState === 'open' && sendOpen(ch, data);
+}
+
+/** Sends on a channel found open earlier in the same pump; false when it has closed since. */
+function sendOpen(ch: DataChannel, data: string | Uint8Array): boolean {
   try {
     ch.send(data);
     return true;
@@ -398,6 +425,17 @@ export class LiveViewer {
   readonly #dirty = new Set<number>();
   #pendingCommit: LiveVolumeUpdate | null = null;
   #inSnapshot = false;
+  /** Set by the hub from the viewer's tier and the audience (dataPolicy). */
+  volumeCommitIntervalMs = 0;
+  #lastCommitAtMs = Number.NEGATIVE_INFINITY;
+  /** Bricks of the next commit are being sent (a batch is never held back half-sent). */
+  #batchOpen = false;
+  // Whether each channel is open, from its events: reading `readyState` is a blocking hop to
+  // libwebrtc's thread, paid per message per viewer. A send on a channel closing meanwhile throws
+  // and is caught (sendOpen).
+  #telemetryOpen = false;
+  #volumeOpen = false;
+  #telemetryBackedUp = false;
   #hasCallInput = false;
 
   constructor(
@@ -424,6 +462,12 @@ export class LiveViewer {
     this.#volume = grants.volume && want.volume ? pc.createDataChannel(LIVE_CHANNELS.volume, { ordered: true }) : null;
     if (this.#telemetry !== null) {
       const ch = this.#telemetry;
+      ch.onopen = () => {
+        this.#telemetryOpen = true;
+      };
+      ch.onclose = () => {
+        this.#telemetryOpen = false;
+      };
       ch.onmessage = (e) => {
         const ping = parseTelemetryPing(e.data);
         if (ping !== null) trySend(ch, JSON.stringify({ type: 'pong', clientMs: ping.clientMs, serverMs: hub.now } satisfies TelemetryMessage));
@@ -433,7 +477,11 @@ export class LiveViewer {
       const ch = this.#volume;
       ch.bufferedAmountLowThreshold = VOLUME_LOW_WATER_BYTES;
       ch.onbufferedamountlow = () => this.pumpVolume();
+      ch.onclose = () => {
+        this.#volumeOpen = false;
+      };
       ch.onopen = () => {
+        this.#volumeOpen = true;
         const g = hub.currentGrid();
         if (g !== null) this.volumeGrid(g, true);
       };
@@ -558,9 +606,10 @@ export class LiveViewer {
   }
 
   /** @internal */
-  sendVideo(frame: { width: number; height: number; data: Uint8Array }, policy: { fps: number; scale: 1 | 0.5 }): void {
+  sendVideo(frame: { width: number; height: number; data: Uint8Array }, policy: { fps: number; scale: 1 | 0.5 }, capturedAtMs: number): void {
     if (this.#video === null || this.#closed) return;
-    this.#lastVideoAtMs = this.hub.now;
+    // On the capture clock, like videoDue: the scanner's clock need not be this process's.
+    this.#lastVideoAtMs = capturedAtMs;
     this.#videoFps = policy.fps;
     this.#videoScale = policy.scale;
     this.#video.onFrame(frame);
@@ -572,12 +621,15 @@ export class LiveViewer {
   /** @internal `common` is the JSON object shared by all viewers; this adds the viewer's own fields. */
   sendTelemetry(common: string): void {
     const ch = this.#telemetry;
-    if (ch === null || ch.readyState !== 'open') return;
-    if (ch.bufferedAmount > TELEMETRY_MAX_BUFFERED_BYTES) {
+    if (ch === null || !this.#telemetryOpen || this.#closed) return;
+    // The buffered amount is read every few messages, not each (a blocking hop): a backed-up
+    // channel is still found within a third of a second, a few kB over the limit.
+    if (this.#telemetryBackedUp || this.#telemetrySeq % TELEMETRY_CHECK_EVERY === 0) this.#telemetryBackedUp = ch.bufferedAmount > TELEMETRY_MAX_BUFFERED_BYTES;
+    if (this.#telemetryBackedUp) {
       this.#telemetryDropped++;
       return;
     }
-    if (!trySend(ch, `{"seq":${this.#telemetrySeq},"viewer":${JSON.stringify(this.counters())},${common.slice(1)}`)) this.#telemetryDropped++;
+    if (!sendOpen(ch, `{"seq":${this.#telemetrySeq},"viewer":${JSON.stringify(this.counters())},${common.slice(1)}`)) this.#telemetryDropped++;
     this.#telemetrySeq++;
   }
 
@@ -602,6 +654,7 @@ export class LiveViewer {
     this.#gridSentId = g.gridId;
     this.#dirty.clear();
     this.#pendingCommit = null;
+    this.#batchOpen = false;
     if (joining) {
       for (const b of this.hub.touchedBricks()) this.#dirty.add(b);
       this.#inSnapshot = true;
@@ -621,21 +674,33 @@ export class LiveViewer {
     this.pumpVolume();
   }
 
-  /** @internal Sends dirty bricks while the channel has room, then the commit. */
+  /**
+   * @internal Sends dirty bricks while the channel has room, then the commit. A new batch starts
+   * only `volumeCommitIntervalMs` after the last commit (a joining viewer's snapshot at once);
+   * meanwhile changed bricks coalesce in the dirty set.
+   */
   pumpVolume(): void {
     const ch = this.#volume;
-    if (ch === null || ch.readyState !== 'open' || this.#gridSentId === null) return;
+    if (ch === null || this.#gridSentId === null) return;
     const grid = this.hub.currentGrid();
     if (grid === null || grid.gridId !== this.#gridSentId) return;
+    if (this.#pendingCommit === null && !this.#inSnapshot) return;
+    if (!this.#batchOpen && !this.#inSnapshot && this.hub.now - this.#lastCommitAtMs < this.volumeCommitIntervalMs) return;
+    // Every property read and send is a blocking hop to libwebrtc's thread: read the buffered
+    // amount once per pump, then count what this pump adds.
+    if (!this.#volumeOpen || this.#closed) return;
+    let roomBytes = VOLUME_HIGH_WATER_BYTES - ch.bufferedAmount;
+    this.#batchOpen = true;
     for (const b of this.#dirty) {
-      if (ch.bufferedAmount >= VOLUME_HIGH_WATER_BYTES) return;
-      if (!trySend(ch, this.hub.encodedBrick(b))) return; // closing: the brick stays dirty
+      if (roomBytes <= 0) return;
+      const data = this.hub.encodedBrick(b);
+      if (!sendOpen(ch, data)) return; // closing: the brick stays dirty
+      roomBytes -= data.byteLength;
       this.#dirty.delete(b);
       this.#bricksSent++;
     }
     const u = this.#pendingCommit;
-    if (u === null && !this.#inSnapshot) return;
-    const committed = trySend(
+    const committed = sendOpen(
       ch,
       encodeCommit({
         gridId: grid.gridId,
@@ -649,6 +714,8 @@ export class LiveViewer {
     if (!committed) return;
     this.#pendingCommit = null;
     this.#inSnapshot = false;
+    this.#batchOpen = false;
+    this.#lastCommitAtMs = this.hub.now;
   }
 
   // --- call -----------------------------------------------------------------------------------

@@ -87,6 +87,10 @@ export function forkTs(url: URL): ChildProcess {
 }
 
 const RESTART_DELAY_MS = 1000;
+/** A request the streamer does not answer in this time fails (a busy streamer answers in < 1 s). */
+const REQUEST_TIMEOUT_MS = 20_000;
+/** How long a leaving viewer's `bye` from the streamer is still passed on to its client. */
+const BYE_WAIT_MS = 10_000;
 
 export class RemoteLiveHub implements LiveService {
   #child!: ChildProcess;
@@ -184,7 +188,9 @@ export class RemoteLiveHub implements LiveService {
       },
       close: (reason) => {
         this.#post({ t: 'leave', viewerId: id, reason });
-        this.#signals.delete(req);
+        // The streamer's `bye` still goes to the client: it closes its peer on it, after ours (see
+        // LiveClient). Forgotten anyway if the bye never comes.
+        setTimeout(() => this.#signals.delete(req), BYE_WAIT_MS).unref();
       },
     };
   }
@@ -221,10 +227,25 @@ export class RemoteLiveHub implements LiveService {
     });
   }
 
+  /** A request to the streamer; it fails with ECO3D_ERR_TIMEOUT when no reply comes in time. */
   #request(m: ToLiveWorker & { req: number }): Promise<unknown> {
     if (this.#dead !== null) return Promise.reject(new Eco3dError('ECO3D_ERR_CLOSED', `live streams unavailable: ${this.#dead.message}`));
     return new Promise((resolve, reject) => {
-      this.#pending.set(m.req, { resolve, reject });
+      const timer = setTimeout(() => {
+        this.#pending.delete(m.req);
+        reject(new Eco3dError('ECO3D_ERR_TIMEOUT', `the streamer process did not answer '${m.t}' within ${REQUEST_TIMEOUT_MS} ms`));
+      }, REQUEST_TIMEOUT_MS);
+      timer.unref();
+      this.#pending.set(m.req, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
       this.#post(m);
     });
   }

@@ -8,6 +8,7 @@
 // It speaks the messages of live-remote.ts with the server over IPC.
 import { Subject } from 'rxjs';
 import { toEco3dError } from '../protocols/errors.ts';
+import { watchEventLoop } from '../protocols/event-loop.ts';
 import type { TeleopStatus } from '../protocols/teleop.ts';
 import { LiveHub, type LiveFrame, type LiveViewer } from './live-hub.ts';
 import type { FromLiveWorker, ToLiveWorker } from './live-remote.ts';
@@ -54,6 +55,7 @@ async function handle(m: ToLiveWorker): Promise<void> {
         { ...m.options, log },
       );
       setInterval(reportWantsVideo, 250);
+      watchEventLoop((blockedMs) => log.warn({ blockedMs }, 'the streamer thread was blocked'));
       post({ t: 'ready' });
       return;
     }

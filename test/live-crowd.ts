@@ -1,8 +1,11 @@
-// A crowd of Node WebRTC viewers in their own process, at a lower CPU priority (nice 5): on a
-// small test machine they stand in for viewers on other computers, so their own decoding does
-// not starve the server or the operator under test. Every viewer takes video and telemetry, every
-// fifth the volume too (assembling it is the costly part of a Node viewer). Driven over stdin/stdout, one JSON per line:
-//   → {"join": N, "url": U, "session": S}    ← {"joined": N}      (every LiveClient answered)
+// A crowd of Node WebRTC viewers in a process of their own: on a small test machine they stand in
+// for viewers on other computers, and the server's processes are measured apart from them. They
+// run at the streamer's priority (nice 2, below the control loop's): at a lower one they were
+// starved on 2 cores and took too long to answer the server's offers; at the control
+// loop's, they starved it. Every viewer takes video and telemetry,
+// every tenth the volume too (assembling it is the costly part of a Node viewer). Driven over
+// stdin/stdout, one JSON per line:
+//   → {"join": N, "url": U, "session": S}    ← {"joined": N, "joinMs": [...]}  (every LiveClient answered)
 //   → {"leave": true}                          ← {"left": N}
 //   → {"exit": true}                           the process closes its viewers and exits
 // Used by test/live-churn.e2e.test.ts through `startCrowd()`.
@@ -13,7 +16,8 @@ import type { LiveClient } from '../marketplace/sdk/live-client.ts';
 import { connectNodeViewer } from './live-client.ts';
 
 export interface Crowd {
-  join(n: number, url: string, session: string): Promise<void>;
+  /** Resolves with the time each viewer took to connect (WebSocket to answered offer), ms. */
+  join(n: number, url: string, session: string): Promise<number[]>;
   leave(): Promise<void>;
   close(): Promise<void>;
 }
@@ -35,15 +39,13 @@ export function startCrowd(): Crowd {
       child.stdin.write(`${JSON.stringify(m)}\n`);
     });
   return {
-    join: async (n, url, session) => {
-      await ask({ join: n, url, session });
-    },
+    join: async (n, url, session) => (await ask({ join: n, url, session })).joinMs as number[],
     leave: async () => {
       await ask({ leave: true });
     },
     close: async () => {
       if (child.exitCode === null) child.stdin.write('{"exit":true}\n');
-      const killer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const killer = setTimeout(() => child.kill('SIGKILL'), 15_000);
       await exited;
       clearTimeout(killer);
     },
@@ -54,6 +56,7 @@ export function startCrowd(): Crowd {
 
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const viewers: LiveClient[] = [];
+  const joinMs: number[] = [];
   const reply = (m: object): void => {
     process.stdout.write(`${JSON.stringify(m)}\n`);
   };
@@ -70,15 +73,18 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
       try {
         if (m.join !== undefined) {
           for (let i = 0; i < m.join; i++) {
-            viewers.push(await connectNodeViewer(m.url!, { session: m.session! }, { want: { video: true, telemetry: true, volume: i % 5 === 0 }, reconnect: false }));
+            const t0 = Date.now();
+            viewers.push(await connectNodeViewer(m.url!, { session: m.session! }, { want: { video: true, telemetry: true, volume: i % 10 === 0 }, reconnect: false }));
+            joinMs.push(Date.now() - t0);
           }
-          reply({ joined: viewers.length });
+          reply({ joined: viewers.length, joinMs: joinMs.splice(0) });
         } else if (m.leave === true) {
           reply({ left: closeAll() });
         } else if (m.exit === true) {
           closeAll();
-          // The viewers leave politely (the server answers bye), then libwebrtc's threads finish.
-          setTimeout(() => process.exit(0), 1500);
+          // The viewers leave politely (the server answers bye, or LiveClient gives up after 5 s),
+          // then libwebrtc's threads finish.
+          setTimeout(() => process.exit(0), 6500);
         }
       } catch (err) {
         reply({ error: (err as Error).message });
@@ -87,6 +93,6 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   });
   rl.on('close', () => {
     closeAll();
-    setTimeout(() => process.exit(0), 1500);
+    setTimeout(() => process.exit(0), 6500);
   });
 }

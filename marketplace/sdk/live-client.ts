@@ -106,7 +106,7 @@ type Listeners = { [K in keyof LiveClientEvents]: Set<(e: LiveClientEvents[K]) =
 
 const PING_INTERVAL_MS = 1000;
 /** How long a leaving client waits for the server's `bye` before closing its peer anyway. */
-const LEAVE_GRACE_MS = 1000;
+const LEAVE_GRACE_MS = 5000;
 
 export class LiveClient {
   readonly volume = new VolumeAssembler();
