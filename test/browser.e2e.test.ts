@@ -454,7 +454,7 @@ describe('the browser apps end to end (Chromium)', { timeout: 280_000 }, () => {
     }
   });
 
-  test('the volume view renders the volume of a sweep (and is empty before)', async () => {
+  test('the volume view renders the volume of a sweep (and is empty before)', async (t) => {
     // The console watches; the bedside starts the sweep (no remote operator: no deadman involved).
     const con = await openPanel('demo-sonographer', 'console.html');
     const bed = await openPanel('demo-bedside', 'bedside.html');
@@ -465,17 +465,29 @@ describe('the browser apps end to end (Chromium)', { timeout: 280_000 }, () => {
       writeFileSync(join(ARTIFACTS, '4-volume-before.png'), empty.png);
       assert.ok(empty.painted < empty.total * 0.001, `before any sweep the volume view is empty: ${empty.painted} of ${empty.total} pixels drawn`);
 
-      await bed.page.click('#sweep-start');
-      await waitAcq(con.page, ['positioning', 'scanning'], 15_000);
-      const uid = (await robot()).acquisition.uid;
-      assert.ok(uid !== null, 'the sweep has an acquisition uid');
-      const ended = (s: RobotStatus): boolean => s.acquisition.uid === uid && ['completed', 'aborted'].includes(s.acquisition.state);
-      // Mid-sweep: the bedside panel at work (force, progress) for the README. (Polled gently: the
-      // sweep's control loop shares the server's main thread with these requests.)
-      const mid = await robotUntil((s) => ended(s) || (s.acquisition.state === 'scanning' && (s.acquisition.progress ?? 0) >= 0.4), 'the sweep to be under way', 90_000, 250);
-      if (mid.acquisition.state === 'scanning') await shot(bed.page, '4-bedside-mid-sweep', 'bedside.png');
-      const done = await robotUntil(ended, 'the sweep to end', 90_000, 250);
-      assert.equal(done.acquisition.state, 'completed', `the sweep completed, or why not: ${await abortDetail(uid)}`);
+      // One retry, reported, for a sweep that the state watchdog aborted: on a saturated 2-core
+      // test machine (the server, the streamer, and Chromium rendering in software) the control
+      // loop can go 200 ms without a robot state, and the sweep then stops safely, as it must.
+      // What this test checks is the volume view, not the machine's headroom.
+      for (let attempt = 1; ; attempt++) {
+        await bed.page.click('#sweep-start');
+        await waitAcq(con.page, ['positioning', 'scanning'], 15_000);
+        const uid = (await robot()).acquisition.uid;
+        assert.ok(uid !== null, 'the sweep has an acquisition uid');
+        const ended = (s: RobotStatus): boolean => s.acquisition.uid === uid && ['completed', 'aborted'].includes(s.acquisition.state);
+        // Mid-sweep: the bedside panel at work (force, progress) for the README. (Polled gently: the
+        // sweep's control loop shares the server's main thread with these requests.)
+        const mid = await robotUntil((s) => ended(s) || (s.acquisition.state === 'scanning' && (s.acquisition.progress ?? 0) >= 0.4), 'the sweep to be under way', 90_000, 250);
+        if (mid.acquisition.state === 'scanning') await shot(bed.page, '4-bedside-mid-sweep', 'bedside.png');
+        const done = await robotUntil(ended, 'the sweep to end', 90_000, 250);
+        const why = await abortDetail(uid);
+        if (done.acquisition.state === 'aborted' && attempt === 1 && /no robot state/.test(why)) {
+          t.diagnostic(`sweep ${attempt} stopped by the state watchdog, retried: ${why}`);
+          continue;
+        }
+        assert.equal(done.acquisition.state, 'completed', `the sweep completed, or why not: ${why}`);
+        break;
+      }
       await waitAcq(con.page, ['completed'], 10_000);
       assert.ok((await con.page.evaluate(() => window.eco3d?.volume.updates ?? 0)) > 0, 'the volume view uploaded the volume');
 
