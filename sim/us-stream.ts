@@ -6,7 +6,7 @@
 //
 // Rendering is synchronous (≈ 5 ms per frame): pass a scheduler to take it out of the state's
 // emission when the control loop shares the thread.
-import { defer, filter, map, observeOn, type Observable, type SchedulerLike } from 'rxjs';
+import { defer, filter, map, Observable, type SchedulerLike, type Subscription } from 'rxjs';
 import type { TrackedFrame } from '../protocols/imaging.ts';
 import type { RobotState } from '../protocols/robot.ts';
 import { FrameClock, type UltrasoundSimulator } from './ultrasound.ts';
@@ -27,6 +27,58 @@ export function ultrasoundFrames$(
   return defer(() => {
     const clock = new FrameClock(fps);
     const due$ = states$.pipe(filter((s) => clock.due(s.tMs)));
-    return (scheduler === undefined ? due$ : due$.pipe(observeOn(scheduler))).pipe(map((s) => simulator.render(s.tcpPose, s.tMs)));
+    if (scheduler === undefined) return due$.pipe(map((s) => simulator.render(s.tcpPose, s.tMs)));
+    return rendered$(due$, (s) => simulator.render(s.tcpPose, s.tMs), scheduler);
+  });
+}
+
+/**
+ * Renders due states in tasks of their own, never more than one waiting (the latest wins) and
+ * never more than half the thread's time: after a render of d ms the next starts d ms later at
+ * the earliest. A render costs 5 ms on a fast machine and 40 ms on a slow one; at 30 fps the
+ * queued tasks of a plain observeOn then outgrew the thread and starved the robot's control loop
+ * (its state watchdog aborted sweeps). A slow machine gets fewer frames instead.
+ */
+function rendered$(due$: Observable<RobotState>, render: (s: RobotState) => TrackedFrame, scheduler: SchedulerLike): Observable<TrackedFrame> {
+  return new Observable<TrackedFrame>((sub) => {
+    let waiting: RobotState | null = null;
+    let scheduled = false;
+    let action: Subscription | null = null;
+    let nextStartMs = -Infinity;
+    const run = (): void => {
+      scheduled = false;
+      const s = waiting;
+      waiting = null;
+      if (s === null || sub.closed) return;
+      const t0 = scheduler.now();
+      let frame: TrackedFrame;
+      try {
+        frame = render(s);
+      } catch (err) {
+        sub.error(err);
+        return;
+      }
+      const t1 = scheduler.now();
+      nextStartMs = t1 + (t1 - t0);
+      sub.next(frame);
+    };
+    const inner = due$.subscribe({
+      next: (s) => {
+        waiting = s;
+        if (scheduled) return;
+        scheduled = true;
+        action = scheduler.schedule(run, Math.max(0, nextStartMs - scheduler.now()));
+      },
+      error: (err: unknown) => sub.error(err),
+      complete: () => {
+        // A frame still waiting is rendered before the stream ends, as with observeOn.
+        if (!scheduled) sub.complete();
+        else action = scheduler.schedule(() => (run(), sub.complete()), Math.max(0, nextStartMs - scheduler.now()));
+      },
+    });
+    return () => {
+      inner.unsubscribe();
+      action?.unsubscribe();
+    };
   });
 }
