@@ -28,7 +28,7 @@ export interface SweepImagingOptions {
    * past it are counted as dropped, never silently lost.
    */
   readonly maxFrames?: number;
-  /** Compress tracked-frames.igs.mha (zlib). Off in the server: deflating ~100 MB would block the control loop. */
+  /** Compress tracked-frames.igs.mha (zlib, on libuv's thread pool). Off in the server: it would take CPU from the control loop. */
   readonly compressFrames?: boolean;
 }
 

@@ -198,8 +198,8 @@ export class LiveHub {
         imaging: { ...this.sources.imaging, timecodeRows: TIMECODE_ROWS },
         iceServers: this.opts.iceServers ?? [],
       });
-      // A browser answers within a second; a streamer starved of CPU (it yields to the control
-      // loop, see live-remote.ts) can take several to even apply the answer.
+      // A browser answers within a second; a streamer on a saturated machine can take several
+      // seconds to even apply the answer.
       await viewer.offer(this.opts.answerTimeoutMs ?? 30_000);
     } catch (err) {
       viewer.close('offer failed');
