@@ -416,16 +416,6 @@ function framePixels(seq: PlusSequenceToWrite): Uint8Array[] {
   return seq.frames.map((f) => f.pixels ?? blank);
 }
 
-function concat(chunks: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let at = 0;
-  for (const c of chunks) {
-    out.set(c, at);
-    at += c.length;
-  }
-  return out;
-}
-
 /**
  * The frames' pixels, zlib- or gzip-compressed frame by frame on libuv's thread pool, as chunks:
  * a sweep is hundreds of MB, and one contiguous copy of it blocked the server's control loop for
@@ -468,7 +458,7 @@ export function encodePlusSequence(seq: PlusSequenceToWrite, opts: SequenceWrite
 
 function encodeMetaSequenceParts(seq: PlusSequenceToWrite, compress: boolean, elementDataFile: string): { bytes: Uint8Array; header: Uint8Array; payload: Uint8Array } {
   const lines = frameLines(seq, 'ImageStatus');
-  const pixels = concat(framePixels(seq));
+  const pixels = Buffer.concat(framePixels(seq));
   return assembleMetaSequence(seq, lines, compress ? compressMeta(pixels) : pixels, compress, elementDataFile);
 }
 
@@ -505,8 +495,8 @@ function metaSequenceFields(seq: PlusSequenceToWrite, compress: boolean, payload
 
 function encodeNrrd(seq: PlusSequenceToWrite, compress: boolean): Uint8Array {
   const lines = frameLines(seq, 'Status');
-  const pixels = concat(framePixels(seq));
-  return concat([nrrdHeader(seq, lines, compress), compress ? gzipSync(pixels) : pixels]);
+  const pixels = Buffer.concat(framePixels(seq));
+  return Buffer.concat([nrrdHeader(seq, lines, compress), compress ? gzipSync(pixels) : pixels]);
 }
 
 function nrrdHeader(seq: PlusSequenceToWrite, lines: Array<readonly [string, string]>, compress: boolean): Uint8Array {

@@ -6,7 +6,8 @@
 //
 // Rendering is synchronous (≈ 5 ms per frame): pass a scheduler to take it out of the state's
 // emission when the control loop shares the thread.
-import { defer, filter, map, Observable, type SchedulerLike, type Subscription } from 'rxjs';
+import { defer, filter, map, Observable, type SchedulerAction, type SchedulerLike } from 'rxjs';
+import { concatMapDropOldest } from '../streamer/pipeline.ts';
 import type { TrackedFrame } from '../protocols/imaging.ts';
 import type { RobotState } from '../protocols/robot.ts';
 import { FrameClock, type UltrasoundSimulator } from './ultrasound.ts';
@@ -40,45 +41,22 @@ export function ultrasoundFrames$(
  * (its state watchdog aborted sweeps). A slow machine gets fewer frames instead.
  */
 function rendered$(due$: Observable<RobotState>, render: (s: RobotState) => TrackedFrame, scheduler: SchedulerLike): Observable<TrackedFrame> {
-  return new Observable<TrackedFrame>((sub) => {
-    let waiting: RobotState | null = null;
-    let scheduled = false;
-    let action: Subscription | null = null;
-    let nextStartMs = -Infinity;
-    const run = (): void => {
-      scheduled = false;
-      const s = waiting;
-      waiting = null;
-      if (s === null || sub.closed) return;
-      const t0 = scheduler.now();
-      let frame: TrackedFrame;
-      try {
-        frame = render(s);
-      } catch (err) {
-        sub.error(err);
-        return;
-      }
-      const t1 = scheduler.now();
-      nextStartMs = t1 + (t1 - t0);
-      sub.next(frame);
-    };
-    const inner = due$.subscribe({
-      next: (s) => {
-        waiting = s;
-        if (scheduled) return;
-        scheduled = true;
-        action = scheduler.schedule(run, Math.max(0, nextStartMs - scheduler.now()));
-      },
-      error: (err: unknown) => sub.error(err),
-      complete: () => {
-        // A frame still waiting is rendered before the stream ends, as with observeOn.
-        if (!scheduled) sub.complete();
-        else action = scheduler.schedule(() => (run(), sub.complete()), Math.max(0, nextStartMs - scheduler.now()));
-      },
-    });
-    return () => {
-      inner.unsubscribe();
-      action?.unsubscribe();
-    };
-  });
+  return due$.pipe(
+    concatMapDropOldest(1, (s) =>
+      new Observable<TrackedFrame>((sub) =>
+        scheduler.schedule(function (this: SchedulerAction<unknown>, rendered) {
+          // Second run: the render's own length has passed; the next may start.
+          if (rendered === true) return sub.complete();
+          const t0 = scheduler.now();
+          try {
+            sub.next(render(s));
+          } catch (err) {
+            sub.error(err);
+            return;
+          }
+          this.schedule(true, scheduler.now() - t0);
+        }),
+      ),
+    ),
+  );
 }
