@@ -80,7 +80,36 @@ export interface AcquisitionAbortedV1 extends EventBase {
   readonly detail: string;
 }
 
-export type DomainEvent = AcquisitionCompletedV1 | AcquisitionAbortedV1;
+/** A DICOM instance newly stored in the archive (not a replay of one already there). */
+export interface DicomInstanceStoredV1 {
+  readonly type: 'DicomInstanceStored';
+  readonly version: 1;
+  /** `DicomInstanceStored/<tenant>/<SOP Instance UID>`. */
+  readonly idempotencyKey: string;
+  readonly tenantId: string;
+  readonly occurredAt: string;
+  readonly studyInstanceUid: string;
+  readonly seriesInstanceUid: string;
+  readonly sopInstanceUid: string;
+  readonly sopClassUid: string;
+  /** Who stored it: an acquisition of ours, or a STOW-RS client (its username). */
+  readonly source: { readonly kind: 'acquisition'; readonly acquisitionUid: string } | { readonly kind: 'stow'; readonly actor: string };
+}
+
+/** A FHIR resource version created or updated by us (to announce to an external FHIR server). */
+export interface FhirResourceChangedV1 {
+  readonly type: 'FhirResourceChanged';
+  readonly version: 1;
+  /** `FhirResourceChanged/<tenant>/<resourceType>/<id>/<versionId>`. */
+  readonly idempotencyKey: string;
+  readonly tenantId: string;
+  readonly occurredAt: string;
+  readonly resourceType: string;
+  readonly id: string;
+  readonly versionId: string;
+}
+
+export type DomainEvent = AcquisitionCompletedV1 | AcquisitionAbortedV1 | DicomInstanceStoredV1 | FhirResourceChangedV1;
 export type DomainEventType = DomainEvent['type'];
 
 /** tenant + device + acquisition UID + event type: unique per acquisition outcome. */

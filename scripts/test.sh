@@ -9,7 +9,9 @@ need=()
 command -v socat >/dev/null || need+=(socat)                 # serial PTY pairs
 [ -x /usr/bin/chromium ] || need+=(chromium)                  # browser tests (playwright-core)
 command -v dciodvfy >/dev/null || need+=(dicom3tools)         # DICOM object validation
-command -v dcmdump >/dev/null || need+=(dcmtk)                # DICOM dumps (what dciodvfy misses)
+command -v dcmdump >/dev/null || need+=(dcmtk)                # DICOM dumps (what dciodvfy misses), storescp
+command -v Orthanc >/dev/null || need+=(orthanc)              # a real PACS for the DICOMweb tests
+[ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   if [ "$(id -u)" != 0 ]; then echo "need root (or sudo) to apt-get install ${need[*]}" >&2; exit 1; fi

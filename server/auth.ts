@@ -244,6 +244,9 @@ export function liveGrantsFor(p: Principal): LiveGrants {
       return { video: true, telemetry: true, volume: true, call: true, teleop: true };
     case 'bedside':
       return { video: true, telemetry: true, volume: true, call: true, teleop: false };
+    case 'physician':
+      // A reading physician may watch and talk (a second opinion during the scan), never drive.
+      return { video: true, telemetry: true, volume: true, call: true, teleop: false };
     case 'service':
       return NO_GRANTS;
   }
@@ -259,6 +262,8 @@ export function viewerTierFor(p: Principal): ViewerTier {
       return 'operator';
     case 'bedside':
       return 'bedside';
+    case 'physician':
+      return 'observer';
     case 'service':
       return 'plugin';
   }

@@ -5,8 +5,8 @@ import { randomUUID } from 'node:crypto';
 import type { Queryable } from './database.ts';
 import { badRequest, finiteMs, iso, msOrUndefined, rethrowConstraint } from './util.ts';
 
-export type Role = 'platform-admin' | 'tenant-admin' | 'sonographer' | 'bedside';
-export const ROLES: readonly Role[] = ['platform-admin', 'tenant-admin', 'sonographer', 'bedside'];
+export type Role = 'platform-admin' | 'tenant-admin' | 'sonographer' | 'bedside' | 'physician';
+export const ROLES: readonly Role[] = ['platform-admin', 'tenant-admin', 'sonographer', 'bedside', 'physician'];
 
 export interface Tenant {
   readonly id: string;

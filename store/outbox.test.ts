@@ -6,6 +6,9 @@ import { migrate } from './migrate.ts';
 import { OutboxDispatcher, outboxBacklog, type DeliveryContext, type OutboxConsumer, type OutboxDispatcherOptions } from './outbox.ts';
 import { forEachDatabase, seedAcquisition } from './testing.ts';
 
+/** The acquisition an event is about (these tests only write acquisition events). */
+const uidOf = (e: DomainEvent): string => ('acquisitionUid' in e ? e.acquisitionUid : e.idempotencyKey);
+
 /** A consumer that records what it got and fails while `failWhen` says so. */
 function recorder(
   name: string,
@@ -22,8 +25,8 @@ function recorder(
     async handle(event) {
       const n = (attempts.get(event.idempotencyKey) ?? 0) + 1;
       attempts.set(event.idempotencyKey, n);
-      if (failWhen(event, n)) throw new Error(`${name} refuses ${event.acquisitionUid} (attempt ${n})`);
-      got.push(event.acquisitionUid);
+      if (failWhen(event, n)) throw new Error(`${name} refuses ${uidOf(event)} (attempt ${n})`);
+      got.push(uidOf(event));
     },
   };
 }
@@ -123,7 +126,7 @@ forEachDatabase('outbox dispatcher', (ctx) => {
   void test('a poison event blocks neither the events after it nor the other consumers', async () => {
     const db = await freshDb();
     const c = clock();
-    const picky = recorder('picky', undefined, (e) => e.acquisitionUid === 'p-poison');
+    const picky = recorder('picky', undefined, (e) => uidOf(e) === 'p-poison');
     const calm = recorder('calm');
     const d = new OutboxDispatcher(db, options({ nowMs: c.nowMs, batchSize: 2 }));
     d.register(picky);
@@ -209,7 +212,7 @@ forEachDatabase('outbox dispatcher', (ctx) => {
       name: 'billing',
       eventTypes: ['AcquisitionCompleted'],
       async handle(event) {
-        seen.push(event.acquisitionUid);
+        seen.push(uidOf(event));
         await new Promise((resolve) => setImmediate(resolve));
       },
     });
@@ -235,7 +238,7 @@ forEachDatabase('outbox dispatcher', (ctx) => {
       name: 'marketplace',
       eventTypes: ['AcquisitionCompleted'],
       async handle(event) {
-        got.push(event.acquisitionUid);
+        got.push(uidOf(event));
         await gate;
         finished = true;
       },
