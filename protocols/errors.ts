@@ -18,6 +18,12 @@ export const ERROR_CODES = {
   ECO3D_ERR_NOT_FOUND: { httpStatus: 404, summary: 'No such resource' },
   ECO3D_ERR_CONFLICT: { httpStatus: 409, summary: 'The resource is in a state that does not allow this' },
   ECO3D_ERR_RATE_LIMITED: { httpStatus: 429, summary: 'Too many commands or requests' },
+  ECO3D_ERR_UNSUPPORTED_MEDIA_TYPE: { httpStatus: 415, summary: 'The request body has a media type (or multipart part type) this endpoint does not take' },
+  ECO3D_ERR_NOT_ACCEPTABLE: { httpStatus: 406, summary: 'None of the media types in Accept can be produced' },
+  ECO3D_ERR_PAYLOAD_TOO_LARGE: { httpStatus: 413, summary: 'The request body is larger than the configured limit' },
+  ECO3D_ERR_INVALID_RESOURCE: { httpStatus: 422, summary: 'A FHIR resource or DICOM object is well-formed but invalid (details in the OperationOutcome or failure reason)' },
+  // external systems
+  ECO3D_ERR_UPSTREAM: { httpStatus: 502, summary: 'An external system (PACS, FHIR server, cloud) failed or answered an error' },
   // tele-operation and safety
   ECO3D_ERR_NOT_IN_CONTROL: { httpStatus: 409, summary: 'Another operator holds the control lock, or none is held' },
   ECO3D_ERR_ESTOP_LATCHED: { httpStatus: 409, summary: 'The e-stop is latched; only bedside staff can reset it' },
