@@ -92,13 +92,37 @@ test('dcmdump: TID 1500, the evidence reference and the coordinates', () => {
   assert.match(out, /\(0070,0022\) FL 435\\-25\\14\\435\\-15\\14\\435\\-15\\24\\435\\-25\\19\\435\\-25\\14\b/);
 });
 
+test('a signed report (findings, conclusion, verifying physician, predecessor) passes dciodvfy; dcmdump shows VERIFIED and the text', (t) => {
+  const signed: MeasurementReportInput = {
+    ...reportInput(),
+    findings: 'Hypoechoic lesion, 12 mm, left lobe.',
+    conclusion: 'Follow-up in 6 months.',
+    verification: { observerName: 'House^Gregory', organization: 'Eco3D Demo Hospital', dateTime: '2026-12-06T10:20:30.000+01:00' },
+    predecessor: { seriesInstanceUid: '2.25.1234', sopInstanceUid: '2.25.5678' },
+  };
+  const file = writeTemp('signed.dcm', encodeMeasurementReport(signed));
+  const { status, out } = run('dciodvfy', [file]);
+  const lines = out.split('\n').filter((l) => l.trim() !== '');
+  assert.deepEqual(lines.filter((l) => l.includes('Error')), [], `dciodvfy:\n${lines.join('\n')}`);
+  assert.equal(status, 0);
+  for (const w of lines.filter((l) => l.startsWith('Warning'))) t.diagnostic(w);
+  const dump = run('dcmdump', ['-Un', '+L', file]).out;
+  assert.match(dump, /\(0040,a493\) CS \[VERIFIED\]/);
+  assert.match(dump, /\(0040,a075\) PN \[House\^Gregory\]/);
+  assert.match(dump, /Hypoechoic lesion, 12 mm, left lobe\./);
+  assert.match(dump, /Follow-up in 6 months\./);
+  assert.match(dump, /\(0040,a360\) SQ/);
+  // Text alone, with no measurement, is a report too.
+  assert.equal(run('dciodvfy', [writeTemp('text-only.dcm', encodeMeasurementReport({ ...signed, measurements: [] }))]).status, 0);
+});
+
 test('encoding is deterministic', () => {
   assert.deepEqual(encodeMeasurementReport(reportInput()), encodeMeasurementReport(reportInput()));
 });
 
 test('bad input is refused with ECO3D_ERR_BAD_REQUEST', () => {
   const cases: Array<[string, MeasurementReportInput]> = [
-    ['no measurements', reportInput([])],
+    ['no measurements and no text', reportInput([])],
     ['NaN value', reportInput([{ ...DISTANCE, valueMm: Number.NaN }])],
     ['infinite value', reportInput([{ ...AREA, valueMm2: Number.POSITIVE_INFINITY }])],
     ['non-finite point', reportInput([{ ...DISTANCE, pointsMm: [{ x: 0, y: 0, z: 0 }, { x: Number.NaN, y: 0, z: 0 }] }])],

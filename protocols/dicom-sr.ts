@@ -73,7 +73,15 @@ export interface MeasurementReportInput
   /** Procedure reported (TID 1500 row 4), e.g. SCT 16310003 "Ultrasonography". */
   readonly procedureReported: CodedConcept;
   readonly referencedVolume: SrReferencedVolume;
+  /** May be empty when the report carries findings. */
   readonly measurements: readonly SrMeasurement[];
+  /** The reading physician's text (TID 1500 Qualitative Evaluations: Finding, Conclusion). */
+  readonly findings?: string | undefined;
+  readonly conclusion?: string | undefined;
+  /** A signed report: VERIFIED, with its verifying observer (PS3.3 C.17.2). Absent: UNVERIFIED. */
+  readonly verification?: { readonly observerName: string; readonly organization: string; readonly dateTime: string } | undefined;
+  /** The SR this one amends (Predecessor Documents Sequence); it is in the same study. */
+  readonly predecessor?: { readonly seriesInstanceUid: string; readonly sopInstanceUid: string } | undefined;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -81,6 +89,9 @@ export interface MeasurementReportInput
 
 const C = {
   measurementReport: { value: '126000', scheme: 'DCM', meaning: 'Imaging Measurement Report' },
+  qualitativeEvaluations: { value: 'C0034375', scheme: 'UMLS', meaning: 'Qualitative Evaluations' },
+  finding: { value: '121071', scheme: 'DCM', meaning: 'Finding' },
+  conclusion: { value: '121077', scheme: 'DCM', meaning: 'Conclusion' },
   language: { value: '121049', scheme: 'DCM', meaning: 'Language of Content Item and Descendants' },
   english: { value: 'en-US', scheme: 'RFC5646', meaning: 'English (United States)' },
   observerType: { value: '121005', scheme: 'DCM', meaning: 'Observer Type' },
@@ -217,7 +228,10 @@ function measurementGroup(m: SrMeasurement, index: number, frameOfReferenceUid: 
 /** Encodes measurements on one volume as a TID 1500 Comprehensive 3D SR Part-10 file. */
 export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Array {
   const measurementsIn: unknown = input.measurements; // as for pointsMm above
-  if (!Array.isArray(measurementsIn) || input.measurements.length === 0) throw bad('measurements: at least one measurement is required');
+  const findings = input.findings?.trim() ?? '';
+  const conclusion = input.conclusion?.trim() ?? '';
+  if (!Array.isArray(measurementsIn)) throw bad('measurements must be an array');
+  if (input.measurements.length === 0 && findings === '' && conclusion === '') throw bad('a report needs at least one measurement, a finding or a conclusion');
   const vol = input.referencedVolume;
   const forUid = checkUid('referencedVolume.frameOfReferenceUid', vol.frameOfReferenceUid);
   const groups = input.measurements.map((m, i) => measurementGroup(m, i, forUid));
@@ -290,9 +304,47 @@ export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Arr
       codeItem('HAS CONCEPT MOD', C.language, C.english),
       ...observerContext,
       codeItem('HAS CONCEPT MOD', C.procedureReported, input.procedureReported),
-      { RelationshipType: 'CONTAINS', ValueType: 'CONTAINER', ConceptNameCodeSequence: [code(C.imagingMeasurements)], ContinuityOfContent: 'SEPARATE', ContentSequence: groups },
+      ...(groups.length === 0
+        ? []
+        : [{ RelationshipType: 'CONTAINS', ValueType: 'CONTAINER', ConceptNameCodeSequence: [code(C.imagingMeasurements)], ContinuityOfContent: 'SEPARATE', ContentSequence: groups }]),
+      ...(findings === '' && conclusion === ''
+        ? []
+        : [
+            {
+              RelationshipType: 'CONTAINS',
+              ValueType: 'CONTAINER',
+              ConceptNameCodeSequence: [code(C.qualitativeEvaluations)],
+              ContinuityOfContent: 'SEPARATE',
+              ContentSequence: [
+                ...(findings === '' ? [] : [textItem('CONTAINS', C.finding, findings)]),
+                ...(conclusion === '' ? [] : [textItem('CONTAINS', C.conclusion, conclusion)]),
+              ],
+            },
+          ]),
     ],
   };
+  if (input.verification !== undefined) {
+    // Signed by a physician: VERIFIED, and who, for which organisation, when (C.17.2).
+    const v = input.verification;
+    const at = dicomDateTime('verification.dateTime', v.dateTime);
+    dataset.VerificationFlag = 'VERIFIED';
+    dataset.VerifyingObserverSequence = [
+      { VerifyingObserverName: v.observerName, VerifyingObserverIdentificationCodeSequence: [], VerifyingOrganization: v.organization, VerificationDateTime: at.dt },
+    ];
+  }
+  if (input.predecessor !== undefined) {
+    dataset.PredecessorDocumentsSequence = [
+      {
+        StudyInstanceUID: input.study.studyInstanceUid,
+        ReferencedSeriesSequence: [
+          {
+            SeriesInstanceUID: checkUid('predecessor.seriesInstanceUid', input.predecessor.seriesInstanceUid),
+            ReferencedSOPSequence: [{ ReferencedSOPClassUID: COMPREHENSIVE_3D_SR_SOP_CLASS_UID, ReferencedSOPInstanceUID: checkUid('predecessor.sopInstanceUid', input.predecessor.sopInstanceUid) }],
+          },
+        ],
+      },
+    ];
+  }
   if (input.study.description !== undefined) dataset.StudyDescription = input.study.description;
   if (input.seriesDescription !== undefined) dataset.SeriesDescription = input.seriesDescription;
   if (eq.institutionName !== undefined) dataset.InstitutionName = eq.institutionName;

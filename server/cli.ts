@@ -1,7 +1,7 @@
-// The `eco3d` command line: start, sim, scan, reconstruct, export. Configuration errors and refusals print one clear
+// The `eco3d` command line: start, sim, scan, study, reconstruct, export. Configuration errors and refusals print one clear
 // message with its code and exit 1; what a person or script needs (URLs, paths) goes to stdout,
 // logs go to stderr.
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { Command, Option } from 'commander';
 import { Eco3dError, toEco3dError } from '../protocols/index.ts';
@@ -11,6 +11,7 @@ import { startServer } from './runtime.ts';
 import { runExport } from './export-command.ts';
 import { runReconstruct } from './reconstruct-command.ts';
 import { runScan } from './scan.ts';
+import { writeScanStudy, type ScanStudyInput } from './scan-dicom.ts';
 import { runSimulator } from './sim-command.ts';
 
 /** Runs `work` until SIGINT/SIGTERM, then its close(), then exits. A second signal exits at once. */
@@ -58,6 +59,9 @@ program
   .option('--tls-self-signed', 'generate (once) a self-signed certificate in the data directory')
   .option('--deadman-ms <n>', 'operator heartbeat timeout (ECO3D_DEADMAN_MS; default 300)')
   .option('--ice-servers <json>', 'STUN/TURN servers for the live streams, a JSON array of {urls, username?, credential?} (ECO3D_ICE_SERVERS; default none: LAN and loopback)')
+  .option('--public-url <url>', 'the URL clients reach this server at, for DICOMweb and FHIR links (ECO3D_PUBLIC_URL; default the listening URL)')
+  .option('--pacs <url>', 'push every stored study to this PACS/VNA DICOMweb base URL over STOW-RS (ECO3D_PACS_URL; credentials ECO3D_PACS_USER + ECO3D_PACS_PASSWORD, or ECO3D_PACS_TOKEN)')
+  .option('--fhir-server <url>', 'send our FHIR resources to this FHIR R4 base URL (ECO3D_FHIR_SERVER_URL; credentials ECO3D_FHIR_SERVER_USER + _PASSWORD, or _TOKEN)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (LOG_LEVEL)')
   .action(async (flags: Record<string, string | boolean | undefined>) => {
     let cfg;
@@ -158,6 +162,22 @@ program
       }
       const report = await runExport({ inputFile: resolve(input), outputFile: resolve(flags.out), ...(level === undefined ? {} : { thresholdLevel: level }) });
       process.stdout.write(`${JSON.stringify(report)}\n`);
+      process.exit(0);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('study')
+  .description("write the DICOM study (Enhanced US Volume + US Multi-frame) of an acquisition folder holding volume.mha and tracked-frames.igs.mha; idempotent")
+  .argument('<dir>', 'the acquisition folder')
+  .requiredOption('--meta <file>', 'JSON: acquisitionUid, startedAtMs, finishedAtMs, deviceId, phantomSeed, probe, sweep, softwareVersion, patient?, accessionNumber?, studyDescription?')
+  .action(async (dir: string, flags: { meta: string }) => {
+    try {
+      const meta = JSON.parse(readFileSync(resolve(flags.meta), 'utf8')) as Omit<ScanStudyInput, 'outDir'>;
+      const study = await writeScanStudy({ ...meta, outDir: resolve(dir) });
+      process.stdout.write(`${JSON.stringify(study)}\n`);
       process.exit(0);
     } catch (err) {
       fail(err);

@@ -39,6 +39,28 @@ describe('configuration', () => {
     }
   });
 
+  test('an external PACS and FHIR server: URL from the flag, credentials from the environment only', () => {
+    const c = loadConfig({
+      flags: { pacs: 'http://pacs.example:8042/dicom-web/', fhirServer: 'https://fhir.example/r4' },
+      env: { ECO3D_PACS_USER: 'eco3d', ECO3D_PACS_PASSWORD: 'pw', ECO3D_FHIR_SERVER_TOKEN: 't0k' },
+    });
+    assert.deepEqual(c.pacs, { url: 'http://pacs.example:8042/dicom-web', auth: { kind: 'basic', username: 'eco3d', password: 'pw' } });
+    assert.deepEqual(c.fhirServer, { url: 'https://fhir.example/r4', auth: { kind: 'bearer', token: 't0k' } });
+    assert.equal(loadConfig({ flags: {}, env: {} }).pacs, undefined);
+    assert.throws(
+      () => loadConfig({ flags: { pacs: 'ftp://x', publicUrl: 'nope' }, env: { ECO3D_FHIR_SERVER_USER: 'u', ECO3D_PACS_USER: 'u' } }),
+      (err: unknown) => {
+        assert.ok(err instanceof Eco3dError);
+        for (const needle of ['--pacs: expected an http(s) URL', '--public-url', 'ECO3D_FHIR_SERVER_USER/ECO3D_FHIR_SERVER_TOKEN given without']) {
+          assert.ok(err.message.includes(needle), `message lacks ${needle}: ${err.message}`);
+        }
+        return true;
+      },
+    );
+    assert.throws(() => loadConfig({ flags: { pacs: 'http://user:pw@pacs' }, env: {} }), /without credentials/);
+    assert.throws(() => loadConfig({ flags: { pacs: 'http://pacs' }, env: { ECO3D_PACS_USER: 'u' } }), /go together/);
+  });
+
   test('robot targets', () => {
     assert.deepEqual(parseRobotTarget('serial:/dev/ttyUSB0'), { kind: 'serial', path: '/dev/ttyUSB0', baudRate: 115200 });
     assert.deepEqual(parseRobotTarget('serial:/dev/ttyACM1@1000000'), { kind: 'serial', path: '/dev/ttyACM1', baudRate: 1000000 });

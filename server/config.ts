@@ -56,6 +56,54 @@ export interface ServerConfig {
   /** Build the browser apps at start when stale (ECO3D_VIEWER_BUILD=skip turns it off: tests, prebuilt installs). */
   readonly viewerBuild: boolean;
   readonly iceServers: readonly { readonly urls: string | readonly string[]; readonly username?: string; readonly credential?: string }[];
+  /**
+   * The URL clients reach this server at (ECO3D_PUBLIC_URL), for links we hand out: DICOMweb
+   * RetrieveURLs and the FHIR Endpoint. Default: the URL the server listens on.
+   */
+  readonly publicUrl: string | undefined;
+  /** An external PACS/VNA to push every stored study to, over STOW-RS (its DICOMweb base URL). */
+  readonly pacs: ExternalEndpoint | undefined;
+  /** An external FHIR R4 server to send our resources to (its base URL). */
+  readonly fhirServer: ExternalEndpoint | undefined;
+}
+
+/** Credentials come from the environment only: flags show up in `ps`. */
+export type ExternalAuth = { readonly kind: 'basic'; readonly username: string; readonly password: string } | { readonly kind: 'bearer'; readonly token: string };
+
+export interface ExternalEndpoint {
+  readonly url: string;
+  readonly auth: ExternalAuth | undefined;
+}
+
+function externalEndpoint(
+  input: ConfigInput,
+  flag: string,
+  prefix: string,
+  problems: string[],
+): ExternalEndpoint | undefined {
+  const url = pick(input, flag, `${prefix}_URL`);
+  const user = input.env[`${prefix}_USER`];
+  const password = input.env[`${prefix}_PASSWORD`];
+  const token = input.env[`${prefix}_TOKEN`];
+  const has = (v: string | undefined): v is string => v !== undefined && v !== '';
+  if (url.value === undefined) {
+    if (has(user) || has(token)) problems.push(`${prefix}_USER/${prefix}_TOKEN given without ${url.source}`);
+    return undefined;
+  }
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url.value);
+  } catch {
+    // reported below
+  }
+  if (parsed === undefined || !/^https?:$/.test(parsed.protocol) || parsed.username !== '' || parsed.password !== '') {
+    problems.push(`${url.source}: expected an http(s) URL without credentials in it, got "${url.value}"`);
+    return undefined;
+  }
+  if (has(user) !== has(password)) problems.push(`${prefix}_USER and ${prefix}_PASSWORD go together: give both`);
+  if (has(user) && has(token)) problems.push(`${prefix}_USER/${prefix}_PASSWORD and ${prefix}_TOKEN exclude each other`);
+  const auth: ExternalAuth | undefined = has(token) ? { kind: 'bearer', token } : has(user) && has(password) ? { kind: 'basic', username: user, password } : undefined;
+  return { url: url.value.replace(/\/+$/, ''), auth };
 }
 
 const iceServersSchema = z
@@ -175,7 +223,17 @@ export function loadConfig(input: ConfigInput): ServerConfig {
     }
   }
 
+  const publicUrl = pick(input, 'publicUrl', 'ECO3D_PUBLIC_URL');
+  if (publicUrl.value !== undefined && !/^https?:\/\/[^/\s]+(\/[^\s]*)?$/.test(publicUrl.value)) {
+    problems.push(`${publicUrl.source}: expected http(s)://host[:port][/path], got "${publicUrl.value}"`);
+  }
+  const pacs = externalEndpoint(input, 'pacs', 'ECO3D_PACS', problems);
+  const fhirServer = externalEndpoint(input, 'fhirServer', 'ECO3D_FHIR_SERVER', problems);
+
   const cfg: ServerConfig = {
+    publicUrl: publicUrl.value?.replace(/\/+$/, ''),
+    pacs,
+    fhirServer,
     viewerBuild: input.env['ECO3D_VIEWER_BUILD'] !== 'skip',
     iceServers,
     tenantId,

@@ -10,18 +10,21 @@
 //   probe point (x, y, z) is (x, z, −y) in transducer axes; the nominal pose is mid-sweep;
 // - the patient lies supine on the table, centred on the simulated torso, head toward base +y:
 //   L = base +x, P = base −z, S = base +y (a convention of the simulator's scene, stated here).
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   decodePlusSequence,
   encodeEnhancedUsVolume,
   encodeUsMultiframe,
+  ENHANCED_US_VOLUME_SOP_CLASS_UID,
+  US_MULTIFRAME_SOP_CLASS_UID,
   mat4Invert,
   mat4Mul,
   newUid,
   readFileBytes,
   readMetaImageVolumeFile,
   UTC_SYNCHRONIZATION_FRAME_OF_REFERENCE_UID,
+  type DicomPatient,
   type DicomUsCommon,
   type ImageFrame,
   type Mat4,
@@ -41,13 +44,44 @@ export interface ScanStudyInput {
   readonly probe: ProbeModel;
   readonly sweep: 'linear' | 'fan';
   readonly softwareVersion: string;
+  /** The patient of the exam; absent for an offline scan of the phantom (`eco3d scan`). */
+  readonly patient?: DicomPatient | undefined;
+  /** From the exam's worklist entry (the RIS's ServiceRequest); empty when none. */
+  readonly accessionNumber?: string | undefined;
+  readonly studyDescription?: string | undefined;
+}
+
+export interface ScanStudyInstance {
+  /** File name under the study folder. */
+  readonly file: string;
+  readonly sopClassUid: string;
+  readonly sopInstanceUid: string;
+  readonly seriesInstanceUid: string;
 }
 
 export interface ScanStudy {
   readonly studyInstanceUid: string;
+  /** The study folder: the instances and manifest.json. */
+  readonly dir: string;
   /** Paths of the written instances. */
   readonly volumeFile: string;
   readonly framesFile: string;
+  readonly instances: readonly ScanStudyInstance[];
+}
+
+const MANIFEST = 'manifest.json';
+
+/**
+ * The study written before for this acquisition folder, if any. Writing a study is then
+ * idempotent: a retry (the archive's outbox consumer after a crash) finds the same UIDs instead
+ * of minting a second study with new ones.
+ */
+export function readScanStudy(outDir: string): ScanStudy | undefined {
+  const dir = join(outDir, 'study');
+  const file = join(dir, MANIFEST);
+  if (!existsSync(file)) return undefined;
+  const m = JSON.parse(readFileSync(file, 'utf8')) as { studyInstanceUid: string; instances: ScanStudyInstance[] };
+  return { studyInstanceUid: m.studyInstanceUid, dir, volumeFile: join(dir, 'volume.dcm'), framesFile: join(dir, 'frames.dcm'), instances: m.instances };
 }
 
 const PROBE_TO_TRANSDUCER: Mat4 = new Float64Array([1, 0, 0, 0, 0, 0, 1, 0, 0, -1, 0, 0, 0, 0, 0, 1]);
@@ -57,6 +91,8 @@ const c = PATIENT_TORSO.centerMm;
 const TABLE_TO_PATIENT: Mat4 = new Float64Array([1, 0, 0, -c.x, 0, 0, -1, c.z, 0, 1, 0, -c.y, 0, 0, 0, 1]);
 
 export async function writeScanStudy(i: ScanStudyInput): Promise<ScanStudy> {
+  const before = readScanStudy(i.outDir);
+  if (before !== undefined) return before;
   const volume = await readMetaImageVolumeFile(join(i.outDir, 'volume.mha'));
   const seqFile = join(i.outDir, 'tracked-frames.igs.mha');
   const seq = decodePlusSequence(await readFileBytes(seqFile), { source: seqFile });
@@ -69,8 +105,14 @@ export async function writeScanStudy(i: ScanStudyInput): Promise<ScanStudy> {
   const iso = (ms: number): string => new Date(ms).toISOString();
   const common: DicomUsCommon = {
     // A simulated phantom, not a person: named as such so no one mistakes it for a patient.
-    patient: { name: 'Phantom^Eco3D', id: `phantom-${i.phantomSeed}` },
-    study: { studyInstanceUid: i.acquisitionUid, studyId: i.acquisitionUid.slice(-16), accessionNumber: '', studyDateTime: iso(i.startedAtMs), description: `Robotic 3D US, ${i.sweep} sweep (simulated)` },
+    patient: i.patient ?? { name: 'Phantom^Eco3D', id: `phantom-${i.phantomSeed}` },
+    study: {
+      studyInstanceUid: i.acquisitionUid,
+      studyId: i.acquisitionUid.slice(-16),
+      accessionNumber: i.accessionNumber ?? '',
+      studyDateTime: iso(i.startedAtMs),
+      description: i.studyDescription ?? `Robotic 3D US, ${i.sweep} sweep (simulated)`,
+    },
     equipment: { manufacturer: 'Eco3D', modelName: 'Eco3D robotic ultrasound (simulator)', deviceSerialNumber: i.deviceId, softwareVersions: [i.softwareVersion] },
     seriesInstanceUid: newUid(),
     seriesNumber: 1,
@@ -83,12 +125,12 @@ export async function writeScanStudy(i: ScanStudyInput): Promise<ScanStudy> {
   const frameOfReferenceUid = newUid();
   const linear = i.probe.kind === 'linear';
   const depthMm = linear ? i.probe.heightPx * i.probe.axialSpacingMm : i.probe.depthMm;
+  const volumeUids = { seriesInstanceUid: newUid(), sopInstanceUid: newUid() };
   const volumeBytes = encodeEnhancedUsVolume({
     ...common,
-    seriesInstanceUid: newUid(),
+    ...volumeUids,
     seriesNumber: 2,
     seriesDescription: 'Reconstructed volume',
-    sopInstanceUid: newUid(),
     volume,
     acquisitionDurationS: (i.finishedAtMs - i.startedAtMs) / 1000,
     frameOfReferenceUid,
@@ -130,5 +172,12 @@ export async function writeScanStudy(i: ScanStudyInput): Promise<ScanStudy> {
   const framesFile = join(dir, 'frames.dcm');
   writeFileSync(volumeFile, volumeBytes);
   writeFileSync(framesFile, framesBytes);
-  return { studyInstanceUid: i.acquisitionUid, volumeFile, framesFile };
+  const instances: ScanStudyInstance[] = [
+    { file: 'volume.dcm', sopClassUid: ENHANCED_US_VOLUME_SOP_CLASS_UID, ...volumeUids },
+    { file: 'frames.dcm', sopClassUid: US_MULTIFRAME_SOP_CLASS_UID, seriesInstanceUid: common.seriesInstanceUid, sopInstanceUid: common.sopInstanceUid },
+  ];
+  // The manifest last, by rename: it exists only once both instances are complete on disk.
+  writeFileSync(join(dir, `${MANIFEST}.tmp`), `${JSON.stringify({ studyInstanceUid: i.acquisitionUid, instances }, null, 2)}\n`);
+  renameSync(join(dir, `${MANIFEST}.tmp`), join(dir, MANIFEST));
+  return { studyInstanceUid: i.acquisitionUid, dir, volumeFile, framesFile, instances };
 }
