@@ -57,3 +57,5 @@ export {
   PLANE_TOLERANCE_MM,
 } from './measurements.ts';
 export type { Measurement, MeasurementKind, MprPlane, PointMm } from './measurements.ts';
+export { listReportVersions, saveReportDraft, amendReport, draftToSign, signReport } from './reports.ts';
+export type { Report, ReportStatus, ReportText } from './reports.ts';
