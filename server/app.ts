@@ -21,6 +21,8 @@ import {
   type MeasurementKind,
   type MprPlane,
   type NewExam,
+  type Report,
+  type ReportText,
 } from '../store/index.ts';
 import type { LiveSignaling } from './live-ws.ts';
 import type { Logger } from './log.ts';
@@ -79,8 +81,33 @@ export interface TeleopGateway {
   attach(socket: WebSocket, principal: Principal, channel: TeleopChannel): void;
 }
 
+export interface WorklistEntry {
+  readonly serviceRequestId: string;
+  readonly patientId: string;
+  readonly patientName: string;
+  readonly birthDate?: string | undefined;
+  readonly sex?: 'F' | 'M' | 'O' | undefined;
+  readonly description: string;
+  readonly accessionNumber: string;
+}
+
+/** The reading physician's report on a study (server/studies.ts). */
+export interface ReportService {
+  /** Newest first; an unknown study (or another tenant's) is ECO3D_ERR_NOT_FOUND. */
+  versions(tenantId: string, studyUid: string): Promise<readonly Report[]>;
+  saveDraft(p: Principal, studyUid: string, text: ReportText): Promise<Report>;
+  amend(p: Principal, studyUid: string): Promise<Report>;
+  /** Signs the draft: the SR goes into the study and the DiagnosticReport becomes final (or amended). */
+  sign(p: Principal, studyUid: string): Promise<Report>;
+}
+
 export interface AppContext {
   readonly log: Logger;
+  readonly reports?: ReportService | undefined;
+  /** The tenant's scheduled exams from the RIS (FHIR ServiceRequests), for the bedside to pick. */
+  readonly worklist?: ((tenantId: string) => Promise<readonly WorklistEntry[]>) | undefined;
+  /** More routes under this origin: DICOMweb (/dicom-web), FHIR (/fhir). */
+  readonly plugins?: readonly ((app: FastifyInstance) => Promise<void>)[] | undefined;
   readonly auth: AuthService;
   readonly repo: ApiRepo;
   readonly teleop: TeleopGateway;
@@ -122,6 +149,13 @@ const examBody = z
     accessionNumber: z.string().trim().min(1).max(16).optional(),
   })
   .strict();
+const reportBody = z
+  .object({
+    findings: z.string().max(20000),
+    conclusion: z.string().max(4000).optional(),
+    measurementIds: z.array(z.string().min(1).max(64)).max(200),
+  })
+  .strict();
 const revealQuery = z.object({ reveal: z.enum(['true', 'false']).optional() });
 const consentBody = z.object({ decision: z.enum(['yes', 'no', 'revoked']), patientId: z.string().trim().min(1).max(64).optional() }).strict();
 const consentQuery = z.object({ patientId: z.string().trim().min(1).max(64).optional(), reveal: z.enum(['true', 'false']).optional() });
@@ -146,7 +180,10 @@ function parse<T>(schema: z.ZodType<T>, value: unknown): T {
 
 const ADMINS: readonly Role[] = ['platform-admin', 'tenant-admin'];
 const EVERYONE: readonly Role[] = ROLES;
-const CLINICIANS: readonly Role[] = ['sonographer', 'tenant-admin', 'platform-admin'];
+const CLINICIANS: readonly Role[] = ['sonographer', 'physician', 'tenant-admin', 'platform-admin'];
+/** Who may write a report's text; only a physician signs. */
+const REPORT_WRITERS: readonly Role[] = ['sonographer', 'physician'];
+const SIGNERS: readonly Role[] = ['physician'];
 const CONSENT_RECORDERS: readonly Role[] = ['bedside', 'tenant-admin'];
 
 /** A token as listed: never its secret nor its hash. */
@@ -418,6 +455,34 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     const p = requireRole(req.principal, EVERYONE);
     return { measurements: await ctx.repo.listMeasurements(p.tenantId, req.params.uid) };
   });
+
+  // --- worklist and reports -----------------------------------------------------------------------
+
+  app.get('/api/worklist', async (req) => {
+    const p = requireRole(req.principal, ['bedside', 'sonographer', 'tenant-admin']);
+    const entries = ctx.worklist === undefined ? [] : await ctx.worklist(p.tenantId);
+    await ctx.repo.audit({ tenantId: p.tenantId, actor: p.username, action: 'worklist.read', detail: { entries: entries.length } });
+    return { entries };
+  });
+
+  const reports = (): ReportService => {
+    if (ctx.reports === undefined) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', 'reporting is not enabled on this server');
+    return ctx.reports;
+  };
+  app.get<{ Params: { study: string } }>('/api/studies/:study/report', async (req) => {
+    const p = requireRole(req.principal, CLINICIANS);
+    const versions = await reports().versions(p.tenantId, req.params.study);
+    return { current: versions[0] ?? null, versions };
+  });
+  app.put<{ Params: { study: string } }>('/api/studies/:study/report', async (req) => {
+    const p = requireRole(req.principal, REPORT_WRITERS);
+    const body = parse(reportBody, req.body);
+    return reports().saveDraft(p, req.params.study, { findings: body.findings, conclusion: body.conclusion ?? '', measurementIds: body.measurementIds });
+  });
+  app.post<{ Params: { study: string } }>('/api/studies/:study/report/sign', async (req) => reports().sign(requireRole(req.principal, SIGNERS), req.params.study));
+  app.post<{ Params: { study: string } }>('/api/studies/:study/report/amend', async (req) => reports().amend(requireRole(req.principal, SIGNERS), req.params.study));
+
+  for (const plugin of ctx.plugins ?? []) await plugin(app);
 
   // Tele-operation sockets. Authentication happens before the upgrade: a refused client gets an
   // HTTP 401/403 with a code, never a socket.

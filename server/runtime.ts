@@ -113,9 +113,9 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     const driver = createDriver(cfg.robot, log);
     cleanups.push(() => driver.close());
 
-    const dispatcher = new OutboxDispatcher(db);
-    await dispatcher.start();
-    cleanups.push(() => dispatcher.stop());
+    // Consumers register before the dispatcher starts (below, once everything they use exists).
+    // A study of 1800 frames takes a while to write and store: generous handler timeout and lease.
+    const dispatcher = new OutboxDispatcher(db, { handlerTimeoutMs: 15 * 60_000, leaseMs: 20 * 60_000 });
 
     const safety = new SafetySupervisor(
       driver,
@@ -305,9 +305,10 @@ function reconstructCompletedAcquisitions(
   imaging: SweepImaging,
   baseDir: string,
   log: Logger,
-): { subscription: Subscription; idle: () => Promise<void> } {
+): { subscription: Subscription; idle: () => Promise<void>; imagesDone: (uid: string) => Promise<void> } {
   let tail: Promise<void> = Promise.resolve();
   const done = new Set<string>();
+  const pending = new Map<string, Promise<void>>();
   const subscription = acquisition.state$.subscribe((s) => {
     const r = s.result;
     if (r === null || done.has(r.acquisitionUid)) return;
@@ -324,9 +325,11 @@ function reconstructCompletedAcquisitions(
         const result = await imaging.finish(uid, dir, reconstructInChildProcess);
         log.info({ acquisitionUid: uid, frames: result.frames, droppedFrames: result.droppedFrames, volume: result.volume?.dims }, 'acquisition reconstructed');
       })
-      .catch((err: unknown) => log.error({ acquisitionUid: uid, err: toEco3dError(err).message }, 'reconstruction failed'));
+      .catch((err: unknown) => log.error({ acquisitionUid: uid, err: toEco3dError(err).message }, 'reconstruction failed'))
+      .finally(() => pending.delete(uid));
+    pending.set(uid, tail);
   });
-  return { subscription, idle: () => tail };
+  return { subscription, idle: () => tail, imagesDone: (uid) => pending.get(uid) ?? Promise.resolve() };
 }
 
 /** `eco3d reconstruct` in a child process: minutes of CPU never run on the control loop. */

@@ -67,6 +67,10 @@ export interface ScanStudy {
   readonly volumeFile: string;
   readonly framesFile: string;
   readonly instances: readonly ScanStudyInstance[];
+  /** The grid frame the volume's (and the calipers') coordinates are in: an SR references it. */
+  readonly volumeFrameOfReferenceUid: string;
+  /** Patient, study and equipment as written: a report's SR repeats them. */
+  readonly common: Pick<DicomUsCommon, 'patient' | 'study' | 'equipment'>;
 }
 
 const MANIFEST = 'manifest.json';
@@ -80,8 +84,8 @@ export function readScanStudy(outDir: string): ScanStudy | undefined {
   const dir = join(outDir, 'study');
   const file = join(dir, MANIFEST);
   if (!existsSync(file)) return undefined;
-  const m = JSON.parse(readFileSync(file, 'utf8')) as { studyInstanceUid: string; instances: ScanStudyInstance[] };
-  return { studyInstanceUid: m.studyInstanceUid, dir, volumeFile: join(dir, 'volume.dcm'), framesFile: join(dir, 'frames.dcm'), instances: m.instances };
+  const m = JSON.parse(readFileSync(file, 'utf8')) as Pick<ScanStudy, 'studyInstanceUid' | 'instances' | 'volumeFrameOfReferenceUid' | 'common'>;
+  return { ...m, dir, volumeFile: join(dir, 'volume.dcm'), framesFile: join(dir, 'frames.dcm') };
 }
 
 const PROBE_TO_TRANSDUCER: Mat4 = new Float64Array([1, 0, 0, 0, 0, 0, 1, 0, 0, -1, 0, 0, 0, 0, 0, 1]);
@@ -126,6 +130,7 @@ export async function writeScanStudy(i: ScanStudyInput): Promise<ScanStudy> {
   const linear = i.probe.kind === 'linear';
   const depthMm = linear ? i.probe.heightPx * i.probe.axialSpacingMm : i.probe.depthMm;
   const volumeUids = { seriesInstanceUid: newUid(), sopInstanceUid: newUid() };
+  const volumeFrameOfReferenceUid = newUid();
   const volumeBytes = encodeEnhancedUsVolume({
     ...common,
     ...volumeUids,
@@ -134,7 +139,7 @@ export async function writeScanStudy(i: ScanStudyInput): Promise<ScanStudy> {
     volume,
     acquisitionDurationS: (i.finishedAtMs - i.startedAtMs) / 1000,
     frameOfReferenceUid,
-    volumeFrameOfReferenceUid: newUid(),
+    volumeFrameOfReferenceUid,
     dimensionOrganizationUid: newUid(),
     synchronizationFrameOfReferenceUid: UTC_SYNCHRONIZATION_FRAME_OF_REFERENCE_UID,
     volumeToTransducer: mat4Mul(PROBE_TO_TRANSDUCER, referenceToProbe),
@@ -177,7 +182,13 @@ export async function writeScanStudy(i: ScanStudyInput): Promise<ScanStudy> {
     { file: 'frames.dcm', sopClassUid: US_MULTIFRAME_SOP_CLASS_UID, seriesInstanceUid: common.seriesInstanceUid, sopInstanceUid: common.sopInstanceUid },
   ];
   // The manifest last, by rename: it exists only once both instances are complete on disk.
-  writeFileSync(join(dir, `${MANIFEST}.tmp`), `${JSON.stringify({ studyInstanceUid: i.acquisitionUid, instances }, null, 2)}\n`);
+  const manifest = {
+    studyInstanceUid: i.acquisitionUid,
+    instances,
+    volumeFrameOfReferenceUid,
+    common: { patient: common.patient, study: common.study, equipment: common.equipment },
+  };
+  writeFileSync(join(dir, `${MANIFEST}.tmp`), `${JSON.stringify(manifest, null, 2)}\n`);
   renameSync(join(dir, `${MANIFEST}.tmp`), join(dir, MANIFEST));
-  return { studyInstanceUid: i.acquisitionUid, dir, volumeFile, framesFile, instances };
+  return { ...manifest, dir, volumeFile, framesFile };
 }

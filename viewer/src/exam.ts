@@ -2,10 +2,32 @@
 // screen by default: in demo mode the server masks them itself, and "Show identifiers" asks it
 // for them in clear (`?reveal=true`, which the server audits); otherwise the panel masks them
 // until staff press the button.
-import { ApiError, getExam, putExam, type Exam, type ExamInput } from './api.ts';
+import { ApiError, api, getExam, putExam, type Exam, type ExamInput } from './api.ts';
 import { $, el, maskId, maskName, run } from './ui.ts';
 
 let exam: Exam | null = null;
+
+/** A scheduled exam from the hospital's RIS (a FHIR ServiceRequest), as GET /api/worklist lists it. */
+interface WorklistEntry {
+  readonly serviceRequestId: string;
+  readonly patientId: string;
+  readonly patientName: string;
+  readonly birthDate?: string;
+  readonly sex?: 'F' | 'M' | 'O';
+  readonly description: string;
+  readonly accessionNumber: string;
+}
+let worklist: WorklistEntry[] = [];
+
+/** Fills the picker; picking an entry fills the form (staff still check it and save). */
+async function loadWorklist(): Promise<void> {
+  worklist = (await api<{ entries: WorklistEntry[] }>('GET', '/api/worklist')).entries;
+  const pick = $<HTMLSelectElement>('exam-worklist');
+  pick.replaceChildren(
+    el('option', { value: '' }, worklist.length === 0 ? '— none scheduled: enter by hand —' : '— enter by hand —'),
+    ...worklist.map((w, i) => el('option', { value: String(i) }, `${w.accessionNumber} · ${maskName(w.patientName)} · ${w.description}`)),
+  );
+}
 let revealed = false;
 
 function render(): void {
@@ -61,7 +83,20 @@ export function wireExam(): void {
   });
   $('exam-edit').addEventListener('click', () => {
     form.classList.toggle('hidden');
-    if (!form.classList.contains('hidden')) input('exam-patient-id').focus();
+    if (!form.classList.contains('hidden')) {
+      input('exam-patient-id').focus();
+      run(loadWorklist, 'worklist');
+    }
+  });
+  $<HTMLSelectElement>('exam-worklist').addEventListener('change', (ev) => {
+    const w = worklist[Number((ev.target as HTMLSelectElement).value)];
+    if (w === undefined) return;
+    input('exam-patient-id').value = w.patientId;
+    input('exam-patient-name').value = w.patientName;
+    input('exam-birth-date').value = w.birthDate ?? '';
+    $<HTMLSelectElement>('exam-sex').value = w.sex ?? '';
+    input('exam-description').value = w.description.slice(0, 64);
+    input('exam-accession').value = w.accessionNumber;
   });
   $('exam-cancel').addEventListener('click', () => form.classList.add('hidden'));
   form.addEventListener('submit', (ev) => {

@@ -1,0 +1,229 @@
+// What becomes of a completed acquisition once its images are on disk: its DICOM study (written
+// in a child process: encoding 1800 frames is seconds of CPU that must not run on the control
+// loop's thread), stored in the archive and announced over FHIR; and the reading physician's
+// report on it, whose signature puts an SR into the study.
+//
+// The study step is an outbox consumer of AcquisitionCompleted: a crash or a failure is retried
+// with back-off, and every step is idempotent (the study's UIDs are fixed by its manifest on the
+// first attempt, the archive answers a re-stored instance as a duplicate, FHIR writes are
+// upserts), so each completed acquisition becomes exactly one study.
+import { execFile } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import {
+  ENHANCED_US_VOLUME_SOP_CLASS_UID,
+  Eco3dError,
+  encodeMeasurementReport,
+  newUid,
+  toEco3dError,
+  type DomainEvent,
+  type SrMeasurement,
+} from '../protocols/index.ts';
+import {
+  amendReport,
+  draftToSign,
+  getAcquisition,
+  getExamOfAcquisition,
+  listMeasurements,
+  listReportVersions,
+  saveReportDraft,
+  signReport,
+  type Database,
+  type Exam,
+  type Measurement,
+  type OutboxConsumer,
+  type Report,
+  type ReportText,
+} from '../store/index.ts';
+import type { Principal } from './auth.ts';
+import type { ReportService } from './app.ts';
+import type { Logger } from './log.ts';
+import { readScanStudy, type ScanStudy, type ScanStudyInput } from './scan-dicom.ts';
+
+/** Where an instance came from (the archive records it and puts it in DicomInstanceStored). */
+export type InstanceSource = { readonly kind: 'acquisition'; readonly acquisitionUid: string } | { readonly kind: 'stow'; readonly actor: string };
+
+/** What this module needs of the DICOM archive (archive/). */
+export interface StudyArchive {
+  storeFile(tenantId: string, path: string, source: InstanceSource, opts: { move: boolean }): Promise<unknown>;
+  storeInstance(tenantId: string, bytes: Uint8Array, source: InstanceSource): Promise<unknown>;
+  /** Whether the tenant's archive holds this study. */
+  hasStudy(tenantId: string, studyUid: string): Promise<boolean>;
+}
+
+/** What this module needs of FHIR (archive/fhir-*). Both are idempotent upserts. */
+export interface StudyFhir {
+  /** ImagingStudy (+ Patient, Endpoint) and a preliminary DiagnosticReport; the worklist entry is completed. */
+  studyArchived(s: { tenantId: string; study: ScanStudy; exam: Exam | undefined; startedAtMs: number }): Promise<void>;
+  /** The DiagnosticReport follows the report's newest version; its measurements become Observations. */
+  reportChanged(r: { tenantId: string; report: Report; measurements: readonly Measurement[]; study: ScanStudy | undefined }): Promise<void>;
+}
+
+export interface StudiesDeps {
+  readonly db: Database;
+  readonly archive: StudyArchive;
+  readonly fhir: StudyFhir;
+  /** <data>/acquisitions: one folder per acquisition. */
+  readonly acquisitionsDir: string;
+  /** Resolves when this process's image work (frames, reconstruction) for the acquisition is over; at once when it has none. */
+  readonly imagesDone: (acquisitionUid: string) => Promise<void>;
+  /** Everything ScanStudyInput needs beyond the acquisition and its exam. */
+  readonly studyDefaults: Pick<ScanStudyInput, 'phantomSeed' | 'probe' | 'softwareVersion'>;
+  readonly organization: string;
+  readonly log: Logger;
+}
+
+export const STUDY_CONSUMER = 'archive-study';
+
+/** The outbox consumer that turns each completed acquisition into its stored, announced study. */
+export function studyConsumer(d: StudiesDeps): OutboxConsumer {
+  return {
+    name: STUDY_CONSUMER,
+    eventTypes: ['AcquisitionCompleted'],
+    handle: async (event: DomainEvent) => {
+      if (event.type !== 'AcquisitionCompleted') return;
+      const uid = event.acquisitionUid;
+      await d.imagesDone(uid);
+      const dir = join(d.acquisitionsDir, uid);
+      let study = readScanStudy(dir);
+      if (study === undefined) {
+        if (!existsSync(join(dir, 'volume.mha')) || !existsSync(join(dir, 'tracked-frames.igs.mha'))) {
+          // Frames live in memory until the sweep's end: after a crash they are gone, and a
+          // failed reconstruction left no volume. Retrying cannot bring them back.
+          d.log.error({ acquisitionUid: uid }, 'no images on disk for this completed acquisition: no DICOM study');
+          return;
+        }
+        const exam = await getExamOfAcquisition(d.db, event.tenantId, uid);
+        const meta: Omit<ScanStudyInput, 'outDir'> = {
+          ...d.studyDefaults,
+          acquisitionUid: uid,
+          startedAtMs: Date.parse(event.startedAt),
+          finishedAtMs: Date.parse(event.occurredAt),
+          deviceId: event.deviceId,
+          sweep: event.sweep.kind,
+          ...(exam === undefined
+            ? {}
+            : {
+                patient: { name: exam.patientName, id: exam.patientId, birthDate: exam.birthDate, sex: exam.sex },
+                accessionNumber: exam.accessionNumber ?? '',
+                studyDescription: exam.description,
+              }),
+        };
+        const metaFile = join(dir, 'study-meta.json');
+        writeFileSync(metaFile, `${JSON.stringify(meta)}\n`);
+        study = await writeStudyInChildProcess(dir, metaFile);
+      }
+      const source: InstanceSource = { kind: 'acquisition', acquisitionUid: uid };
+      for (const i of study.instances) {
+        const file = join(study.dir, i.file);
+        // Moved into the archive by an earlier attempt when absent.
+        if (existsSync(file)) await d.archive.storeFile(event.tenantId, file, source, { move: true });
+      }
+      const exam = await getExamOfAcquisition(d.db, event.tenantId, uid);
+      await d.fhir.studyArchived({ tenantId: event.tenantId, study, exam, startedAtMs: Date.parse(event.startedAt) });
+      d.log.info({ acquisitionUid: uid, instances: study.instances.length }, 'study archived');
+    },
+  };
+}
+
+/** `eco3d study` in a child process (see the header). */
+function writeStudyInChildProcess(dir: string, metaFile: string): Promise<ScanStudy> {
+  const bin = fileURLToPath(new URL('../bin/eco3d.mjs', import.meta.url));
+  return new Promise((resolve, reject) => {
+    execFile(process.execPath, [bin, 'study', dir, '--meta', metaFile], { maxBuffer: 16 * 1024 * 1024, timeout: 10 * 60_000 }, (err, stdout, stderr) => {
+      if (err !== null) {
+        reject(new Eco3dError('ECO3D_ERR_INTERNAL', `eco3d study failed: ${stderr.trim().split('\n').pop() ?? err.message}`, { cause: err }));
+        return;
+      }
+      try {
+        resolve(JSON.parse(stdout.trim().split('\n').pop()!) as ScanStudy);
+      } catch (e) {
+        reject(new Eco3dError('ECO3D_ERR_INTERNAL', 'eco3d study printed no study', { cause: e }));
+      }
+    });
+  });
+}
+
+/** The report API's service: drafts and amendments in the store; signing also writes the SR and FHIR. */
+export function reportService(d: StudiesDeps): ReportService {
+  const studyOf = async (tenantId: string, studyUid: string): Promise<{ acquisitionUid: string | null; study: ScanStudy | undefined }> => {
+    const acquisition = await getAcquisition(d.db, tenantId, studyUid);
+    if (acquisition === undefined && !(await d.archive.hasStudy(tenantId, studyUid))) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `no study ${studyUid}`);
+    return { acquisitionUid: acquisition === undefined ? null : studyUid, study: acquisition === undefined ? undefined : readScanStudy(join(d.acquisitionsDir, studyUid)) };
+  };
+  const announce = async (tenantId: string, report: Report, study: ScanStudy | undefined): Promise<void> => {
+    const measurements = report.acquisitionUid === null ? [] : await listMeasurements(d.db, tenantId, report.acquisitionUid);
+    await d.fhir.reportChanged({ tenantId, report, measurements: measurements.filter((m) => report.measurementIds.includes(m.id)), study });
+  };
+  return {
+    versions: async (tenantId, studyUid) => {
+      await studyOf(tenantId, studyUid);
+      return listReportVersions(d.db, tenantId, studyUid);
+    },
+    saveDraft: async (p: Principal, studyUid: string, text: ReportText) => {
+      const { acquisitionUid, study } = await studyOf(p.tenantId, studyUid);
+      const r = await d.db.transaction((tx) => saveReportDraft(tx, { tenantId: p.tenantId, studyInstanceUid: studyUid, acquisitionUid, text, authoredBy: p.username, atMs: Date.now() }));
+      await announce(p.tenantId, r, study);
+      return r;
+    },
+    amend: async (p: Principal, studyUid: string) => {
+      const { study } = await studyOf(p.tenantId, studyUid);
+      const r = await d.db.transaction((tx) => amendReport(tx, { tenantId: p.tenantId, studyInstanceUid: studyUid, authoredBy: p.username, atMs: Date.now() }));
+      await announce(p.tenantId, r, study);
+      return r;
+    },
+    sign: async (p: Principal, studyUid: string) => {
+      const { study } = await studyOf(p.tenantId, studyUid);
+      if (study === undefined) throw new Eco3dError('ECO3D_ERR_CONFLICT', 'this study has no volume of ours to reference from a signed SR');
+      // Check first (nothing is written for a report that cannot be signed), then store the SR,
+      // then sign with its UIDs. A failure between the two leaves an unreferenced SR in the
+      // study, never a signed report without its SR.
+      const draft = await d.db.transaction((tx) => draftToSign(tx, p.tenantId, studyUid));
+      const previous = draft.replacesId === undefined ? undefined : (await listReportVersions(d.db, p.tenantId, studyUid)).find((r) => r.id === draft.replacesId);
+      const atMs = Date.now();
+      const measurements = draft.acquisitionUid === null ? [] : (await listMeasurements(d.db, p.tenantId, draft.acquisitionUid)).filter((m) => draft.measurementIds.includes(m.id));
+      const sr = { seriesInstanceUid: newUid(), sopInstanceUid: newUid() };
+      const volume = study.instances.find((i) => i.sopClassUid === ENHANCED_US_VOLUME_SOP_CLASS_UID);
+      if (volume === undefined) throw new Eco3dError('ECO3D_ERR_CONFLICT', 'this study has no Enhanced US Volume');
+      const bytes = encodeMeasurementReport({
+        ...study.common,
+        ...sr,
+        seriesNumber: 100 + draft.version,
+        seriesDescription: `Report v${draft.version}, signed by ${p.username}`,
+        instanceNumber: 1,
+        contentDateTime: new Date(atMs).toISOString(),
+        deviceObserverUid: ECO3D_DEVICE_OBSERVER_UID,
+        procedureReported: { value: '16310003', scheme: 'SCT', meaning: 'Ultrasonography' },
+        referencedVolume: { sopClassUid: volume.sopClassUid, sopInstanceUid: volume.sopInstanceUid, seriesInstanceUid: volume.seriesInstanceUid, frameOfReferenceUid: study.volumeFrameOfReferenceUid },
+        measurements: measurements.map(toSrMeasurement),
+        findings: draft.findings,
+        conclusion: draft.conclusion,
+        verification: { observerName: p.username, organization: d.organization, dateTime: new Date(atMs).toISOString() },
+        ...(previous?.srSopInstanceUid === undefined || previous.srSeriesInstanceUid === undefined
+          ? {}
+          : { predecessor: { seriesInstanceUid: previous.srSeriesInstanceUid, sopInstanceUid: previous.srSopInstanceUid } }),
+      });
+      await d.archive.storeInstance(p.tenantId, bytes, { kind: 'acquisition', acquisitionUid: studyUid });
+      const signed = await d.db.transaction(async (tx) => {
+        const again = await draftToSign(tx, p.tenantId, studyUid);
+        if (again.id !== draft.id || again.updatedAtMs !== draft.updatedAtMs) throw new Eco3dError('ECO3D_ERR_CONFLICT', 'the draft changed while it was being signed: review it and sign again');
+        return signReport(tx, { id: draft.id, signedBy: p.username, signedByAccountId: p.accountId, atMs, srSeriesInstanceUid: sr.seriesInstanceUid, srSopInstanceUid: sr.sopInstanceUid });
+      });
+      await announce(p.tenantId, signed, study).catch((err: unknown) =>
+        // Signed and stored: the FHIR view catches up at the next change; say so loudly.
+        d.log.error({ studyUid, err: toEco3dError(err).message }, 'the signed report could not be announced over FHIR'),
+      );
+      return signed;
+    },
+  };
+}
+
+/** Identifies this software as the observer device of the measurements (TID 1004). A fixed 2.25 UID. */
+const ECO3D_DEVICE_OBSERVER_UID = '2.25.183716215734946092857623092150983423871';
+
+function toSrMeasurement(m: Measurement): SrMeasurement {
+  return m.kind === 'distance'
+    ? { kind: 'distance', valueMm: m.valueMm, plane: m.plane, pointsMm: m.pointsMm, label: m.label }
+    : { kind: 'area', valueMm2: m.valueMm2, plane: m.plane, pointsMm: m.pointsMm, label: m.label };
+}
