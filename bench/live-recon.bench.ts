@@ -52,14 +52,12 @@
 // Env: BENCH_DURATION_S (default 60), BENCH_WARMUP_S (5), BENCH_EVERY_FRAMES (2),
 // BENCH_EVERY_MS (33), BENCH_SLOW_CONSUMER_MS (400), BENCH_RENDER (worker | inline).
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { Worker } from 'node:worker_threads';
 import { loadavg } from 'node:os';
 import { combineLatest, filter, firstValueFrom, timer } from 'rxjs';
 import { map } from 'rxjs/operators';
 import { AcquisitionController, SafetySupervisor, sweepPlanFromRequest, type AcquisitionResult, type CommandSource } from '../controller/index.ts';
 import type { TrackedFrame } from '../protocols/imaging.ts';
-import type { Pose } from '../protocols/robot.ts';
-import { createPhantom, SimRobotDriver, UltrasoundSimulator } from '../sim/index.ts';
+import { createPhantom, SimRobotDriver, startRenderWorker, UltrasoundSimulator } from '../sim/index.ts';
 import {
   brickSink,
   FrameSync,
@@ -98,49 +96,6 @@ const MB = 1024 * 1024;
 const SOURCE: CommandSource = { role: 'system', actor: 'live-recon-bench' };
 
 const now = (): number => performance.now();
-
-/** The ultrasound simulator in a worker thread (see live-recon-render-worker.ts). */
-async function workerRenderer(seed: number): Promise<{ render(pose: Pose, tMs: number): Promise<TrackedFrame>; close(): Promise<number> }> {
-  const url = new URL('./live-recon-render-worker.ts', import.meta.url);
-  // Node 20 ignores `--import tsx` in a Worker's execArgv, so the worker registers tsx itself.
-  let tsxApi = 'tsx/esm/api';
-  try {
-    tsxApi = import.meta.resolve('tsx/esm/api');
-  } catch {
-    // keep the bare specifier
-  }
-  const w = new Worker(`import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { eval: true });
-  const waiting = new Map<number, { resolve(f: TrackedFrame): void; reject(e: Error): void }>();
-  let nextId = 0;
-  let failed: Error | undefined;
-  const ready = new Promise<void>((resolve, reject) => {
-    w.on('message', (m: { kind?: 'ready'; id?: number; frame?: TrackedFrame; error?: string }) => {
-      if (m.kind === 'ready') return resolve();
-      const p = waiting.get(m.id!);
-      waiting.delete(m.id!);
-      if (m.frame !== undefined) p?.resolve(m.frame);
-      else p?.reject(new Error(`render worker: ${m.error}`));
-    });
-    w.on('error', (err) => {
-      failed = err;
-      reject(err);
-      for (const p of waiting.values()) p.reject(err);
-      waiting.clear();
-    });
-  });
-  w.postMessage({ seed });
-  await ready;
-  return {
-    render: (pose, tMs) =>
-      new Promise<TrackedFrame>((resolve, reject) => {
-        if (failed !== undefined) return reject(failed);
-        const id = nextId++;
-        waiting.set(id, { resolve, reject });
-        w.postMessage({ id, tMs, pose });
-      }),
-    close: () => w.terminate(),
-  };
-}
 
 async function main(): Promise<void> {
   const rssStart = process.memoryUsage.rss();
@@ -189,7 +144,7 @@ async function main(): Promise<void> {
 
   // Per frame (by its robot time): when it left the renderer, and when its paste ended.
   const renderedWall = new Map<number, number>();
-  const renderer = RENDER === 'worker' ? await workerRenderer(PHANTOM_SEED) : undefined;
+  const renderer = RENDER === 'worker' ? await startRenderWorker(PHANTOM_SEED) : undefined;
   const source = simulatorFrameSource<TrackedFrame>({
     render: (pose, tMs) => {
       const t0 = now();

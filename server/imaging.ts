@@ -13,11 +13,11 @@
 //                           --source-seq-file tracked-frames.igs.mha` produces (it runs that code)
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { asyncScheduler, type Observable, type Subscription } from 'rxjs';
+import { type Observable, type Subscription } from 'rxjs';
 import { filter } from 'rxjs/operators';
 import type { AcquisitionSnapshot } from '../controller/index.ts';
 import { HOME_POSE, mat4Invert, mat4Mul, writePlusSequenceFile, type Mat4, type PlusFrameToWrite, type RobotState, type TrackedFrame } from '../protocols/index.ts';
-import { createPhantom, imageGeometry, imageToProbe, UltrasoundSimulator, ultrasoundFrames$ } from '../sim/index.ts';
+import { createPhantom, imageGeometry, imageToProbe, startRenderWorker, UltrasoundSimulator, workerUltrasoundFrames$ } from '../sim/index.ts';
 import type { ReconstructArgs, ReconstructReport } from './reconstruct-command.ts';
 
 export interface SweepImagingOptions {
@@ -41,18 +41,28 @@ export interface SweepImagingResult {
 /** Frames are recorded (and pasted live) in the sweep phase only. */
 export const isSweeping = (s: AcquisitionSnapshot): boolean => s.state === 'scanning' && s.sweepPhase === 'sweep';
 
-/** The simulated scanner: one phantom per process, its B-mode frames at the robot's probe pose. */
+/**
+ * The simulated scanner: one phantom per process. This object gives the probe's geometry and
+ * calibration; its frames are rendered by a twin in a worker thread (scannerFrames$).
+ */
 export function simulatedScanner(phantomSeed = 1): UltrasoundSimulator {
-  const sim = new UltrasoundSimulator(createPhantom(phantomSeed));
-  // The first render builds lazy tables and compiles the hot loops (~300 ms): pay that now, not
-  // at the first sweep frame, where it would stall the robot's state stream.
-  sim.render(HOME_POSE, 0);
-  return sim;
+  return new UltrasoundSimulator(createPhantom(phantomSeed));
 }
 
-/** Frames of `simulator` at 30 fps on the robot's clock, rendered in tasks of their own (off the state emission). */
-export function scannerFrames$(simulator: UltrasoundSimulator, states$: Observable<RobotState>): Observable<TrackedFrame> {
-  return ultrasoundFrames$(simulator, states$, 30, asyncScheduler);
+/**
+ * The scanner's B-mode frames at the robot's probe pose, 30 fps on the robot's clock, rendered in
+ * a worker thread with the same phantom: a render costs 5 ms on a fast machine and 40 ms on a
+ * slow one, and on the control loop's thread it delayed the robot's state stream (the sweep's
+ * watchdog aborted scans on a loaded 2-core machine). The worker's first render warms it up.
+ */
+export async function scannerFrames$(
+  phantomSeed: number,
+  states$: Observable<RobotState>,
+  onError: (err: unknown) => void,
+): Promise<{ frames$: Observable<TrackedFrame>; close(): Promise<void> }> {
+  const worker = await startRenderWorker(phantomSeed);
+  await worker.render(HOME_POSE, 0);
+  return { frames$: workerUltrasoundFrames$((pose, tMs) => worker.render(pose, tMs), states$, 30, onError), close: () => worker.close() };
 }
 
 export class SweepImaging {

@@ -143,12 +143,19 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     });
     cleanups.push(() => acquisition.close());
 
-    // The simulated scanner renders B-mode frames while a sweep records them or a viewer
-    // watches, never otherwise (5 ms a frame on the thread the control loop shares).
+    // The simulated scanner renders B-mode frames (in a worker thread) while a sweep records them
+    // or a viewer watches, never otherwise.
     const scanner = simulatedScanner();
     let live: RemoteLiveHub | null = null;
     const renderWanted = (): boolean => isSweeping(acquisition.snapshot) || (live?.wantsVideo() ?? false);
-    const frames$: Observable<LiveFrame> = scannerFrames$(scanner, driver.state$.pipe(filter(renderWanted))).pipe(
+    let renderErrorLogged = false;
+    const rendering = await scannerFrames$(1, driver.state$.pipe(filter(renderWanted)), (err) => {
+      // Once: a stuck worker would otherwise log 30 lines a second.
+      if (!renderErrorLogged) log.error({ err: toEco3dError(err).message }, 'a B-mode frame could not be rendered (further failures not logged)');
+      renderErrorLogged = true;
+    });
+    cleanups.push(() => rendering.close());
+    const frames$: Observable<LiveFrame> = rendering.frames$.pipe(
       map((f) => Object.assign(f, { capturedAtMs: Date.now() })),
       share(),
     );

@@ -80,8 +80,11 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
     writeFileSync(join(o.outDir, 'acquisition.json'), `${JSON.stringify({ robot: o.robot, transitions, ...extra }, null, 2)}\n`);
   // The imaging reads the acquisition's state, and the acquisition reads the frame count back.
   const scanner = simulatedScanner(o.phantomSeed);
+  const rendering = await scannerFrames$(o.phantomSeed ?? 1, driver.state$.pipe(filter(() => isSweeping(acquisition.snapshot))), (err) =>
+    o.log.warn({ err: toEco3dError(err).message }, 'a B-mode frame could not be rendered'),
+  );
   const imaging: SweepImaging = new SweepImaging(
-    scannerFrames$(scanner, driver.state$.pipe(filter(() => isSweeping(acquisition.snapshot)))),
+    rendering.frames$,
     scanner,
     () => acquisition.snapshot,
     o.outputSpacingMm === undefined ? {} : { outputSpacingMm: o.outputSpacingMm },
@@ -161,6 +164,7 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
     };
   } finally {
     imaging.close();
+    await rendering.close();
     sub.unsubscribe();
     phaseSub.unsubscribe();
     await new Promise<void>((resolve) => csv.end(resolve));

@@ -11,4 +11,6 @@ export { createPhantom, labelVolume, PHANTOM_LABELS } from './phantom.ts';
 export type { ProceduralPhantom, PhantomOptions, PhantomStructure, PhantomLabel } from './phantom.ts';
 export { UltrasoundSimulator, FrameClock, linearProbe, curvilinearProbe, imageToProbe, imageGeometry } from './ultrasound.ts';
 export type { ProbeModel, LinearProbe, CurvilinearProbe, UltrasoundOptions, ImageGeometry, FanGeometry } from './ultrasound.ts';
-export { ultrasoundFrames$ } from './us-stream.ts';
+export { ultrasoundFrames$, workerUltrasoundFrames$ } from './us-stream.ts';
+export { startRenderWorker } from './worker-render.ts';
+export type { WorkerRenderer } from './worker-render.ts';

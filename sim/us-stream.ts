@@ -6,10 +6,10 @@
 //
 // Rendering is synchronous (≈ 5 ms per frame): pass a scheduler to take it out of the state's
 // emission when the control loop shares the thread.
-import { defer, filter, map, Observable, type SchedulerAction, type SchedulerLike } from 'rxjs';
+import { catchError, defer, EMPTY, filter, from, map, Observable, type SchedulerAction, type SchedulerLike } from 'rxjs';
 import { concatMapDropOldest } from '../streamer/pipeline.ts';
 import type { TrackedFrame } from '../protocols/imaging.ts';
-import type { RobotState } from '../protocols/robot.ts';
+import type { Pose, RobotState } from '../protocols/robot.ts';
 import { FrameClock, type UltrasoundSimulator } from './ultrasound.ts';
 
 /**
@@ -30,6 +30,35 @@ export function ultrasoundFrames$(
     const due$ = states$.pipe(filter((s) => clock.due(s.tMs)));
     if (scheduler === undefined) return due$.pipe(map((s) => simulator.render(s.tcpPose, s.tMs)));
     return rendered$(due$, (s) => simulator.render(s.tcpPose, s.tMs), scheduler);
+  });
+}
+
+/**
+ * As ultrasoundFrames$, but `render` runs elsewhere (sim/worker-render.ts: a worker thread), so
+ * this thread only receives finished frames. One render in flight and one due state waiting
+ * (the latest wins): a slow renderer gives fewer frames, never a queue. A failed render (a bad
+ * pose, a stuck worker) drops that frame and goes to `onError`; the stream goes on.
+ */
+export function workerUltrasoundFrames$(
+  render: (pose: Pose, tMs: number) => Promise<TrackedFrame>,
+  states$: Observable<RobotState>,
+  fps = 30,
+  onError: (err: unknown) => void = () => undefined,
+): Observable<TrackedFrame> {
+  new FrameClock(fps); // a bad fps throws here, at the call
+  return defer(() => {
+    const clock = new FrameClock(fps);
+    return states$.pipe(
+      filter((s) => clock.due(s.tMs)),
+      concatMapDropOldest(1, (s) =>
+        from(render(s.tcpPose, s.tMs)).pipe(
+          catchError((err: unknown) => {
+            onError(err);
+            return EMPTY;
+          }),
+        ),
+      ),
+    );
   });
 }
 

@@ -1,10 +1,12 @@
-// The ultrasound simulator in a worker thread, for bench/live-recon.bench.ts: a real scanner
-// forms its images outside our process, so the ~5 ms render must not run on the event loop the
-// robot's control loop and the reconstruction share. Request: { id, tMs, pose, seed }; reply:
-// { id, frame } with the pixel buffer transferred (no copy), or { id, error }.
+// The ultrasound simulator's worker thread (started by worker-render.ts): a real scanner forms
+// its images outside our process, so the render (5 ms on a fast machine, 40 ms on a slow one)
+// must not run on the event loop the robot's control loop shares. First message { seed };
+// then requests { id, tMs, pose }; reply { id, frame } with the pixel buffer transferred (no
+// copy), or { id, error }.
 import { parentPort } from 'node:worker_threads';
 import type { Pose } from '../protocols/robot.ts';
-import { createPhantom, UltrasoundSimulator } from '../sim/index.ts';
+import { createPhantom } from './phantom.ts';
+import { UltrasoundSimulator } from './ultrasound.ts';
 
 export interface RenderRequest {
   readonly id: number;
@@ -13,7 +15,7 @@ export interface RenderRequest {
 }
 
 const port = parentPort;
-if (port === null) throw new Error('live-recon-render-worker.ts must run in a worker thread');
+if (port === null) throw new Error('render-worker.ts must run in a worker thread');
 let sim: UltrasoundSimulator | undefined;
 
 port.on('message', (m: { readonly seed: number } | RenderRequest) => {
