@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { deflateSync } from 'node:zlib';
 import { Eco3dError } from './errors.ts';
 import type { Mat4 } from './imaging.ts';
-import { decodePlusSequence, encodePlusSequence, readPlusSequenceFile, writePlusSequenceFile, type PlusSequence, type PlusSequenceToWrite } from './plus-sequence.ts';
+import { decodePlusSequence, encodePlusSequence, readPlusSequenceFile, writePlusSequenceFile, writePlusSequenceFileFromRaw, type PlusSequence, type PlusSequenceToWrite } from './plus-sequence.ts';
 import { throwsWith } from './testing.ts';
 
 const text = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'latin1'));
@@ -163,6 +163,29 @@ test('file helpers write and read .igs.mha, .mhd and .igs.nrrd', async () => {
       assert.deepEqual(s.skippedFrames, [2]);
     }
     await assert.rejects(readPlusSequenceFile(join(dir, 'missing.igs.mha')), (e: Eco3dError) => e.code === 'ECO3D_ERR_NOT_FOUND');
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a spooled sequence (pixels already in a raw file) is the same file, uncompressed byte for byte, compressed once decoded', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'eco3d-seq-spool-'));
+  try {
+    // Every frame valid: a spool holds the pixels of rendered frames only.
+    const seq: PlusSequenceToWrite = { ...sample(4), frames: sample(4).frames.map((f, i) => ({ ...f, pixels: Uint8Array.from({ length: 12 }, (_, k) => (k * 7 + i) % 256) })) };
+    const raw = join(dir, 'frames.raw');
+    await writeFile(raw, Buffer.concat(seq.frames.map((f) => f.pixels!)));
+    const meta = { ...seq, frames: seq.frames.map(({ pixels: _pixels, ...rest }) => rest) };
+    await writePlusSequenceFileFromRaw(join(dir, 'plain.igs.mha'), meta, raw, { compress: false });
+    assert.deepEqual(new Uint8Array(await readFile(join(dir, 'plain.igs.mha'))), encodePlusSequence(seq, { compress: false }));
+    await writePlusSequenceFileFromRaw(join(dir, 'z.igs.mha'), meta, raw, { compress: true });
+    const back = await readPlusSequenceFile(join(dir, 'z.igs.mha'));
+    const want = decodePlusSequence(encodePlusSequence(seq, { compress: true }), { source: 'x' });
+    assert.deepEqual(back.frames.map((f) => Array.from(f.pixels)), want.frames.map((f) => Array.from(f.pixels)));
+    assert.deepEqual(back.frames.map((f) => f.timestampS), want.frames.map((f) => f.timestampS));
+    // A spool that does not hold the frames it claims is refused.
+    await writeFile(raw, Buffer.alloc(11));
+    await assert.rejects(writePlusSequenceFileFromRaw(join(dir, 'bad.igs.mha'), meta, raw), (e: Eco3dError) => e.code === 'ECO3D_ERR_BAD_FILE' && /48/.test(e.message));
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

@@ -28,7 +28,9 @@
 // Writing produces what PLUS writes: ObjectType and NDims first, the other header fields in
 // alphabetical order, frame fields in alphabetical order with ImageStatus last, MF orientation.
 import { once } from 'node:events';
-import { open } from 'node:fs/promises';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { open, rm, stat } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
 import { createDeflate, createGzip, gunzipSync, gzipSync } from 'node:zlib';
 import { Eco3dError } from './errors.ts';
 import { IDENTITY_MAT4, type Mat4 } from './imaging.ts';
@@ -544,6 +546,47 @@ export async function writePlusSequenceFile(path: string, seq: PlusSequenceToWri
     return writeFileBytes(path, assembleMetaImage(fields, lines, new Uint8Array(0), dataName).header);
   }
   return writeChunks(path, [assembleMetaImage(fields, lines, new Uint8Array(0), 'LOCAL').header, ...packed]);
+}
+
+/** A frame of a spooled sequence: everything but its pixels, which are in the spool file. */
+export type SpooledFrame = Omit<PlusFrameToWrite, 'pixels'>;
+
+/**
+ * Writes a MetaImage sequence (.mha) whose pixels are already on disk in `rawFile`, the frames
+ * one after the other (width × height bytes each), for a recorder that spools frames as they
+ * come instead of holding a sweep (550 MB) in memory. The raw bytes are streamed, through zlib
+ * when `compress` (into a temporary file first: the header states the compressed size).
+ */
+export async function writePlusSequenceFileFromRaw(
+  path: string,
+  seq: Omit<PlusSequenceToWrite, 'frames'> & { readonly frames: readonly SpooledFrame[] },
+  rawFile: string,
+  opts: Omit<SequenceWriteOptions, 'format'> = {},
+): Promise<void> {
+  const compress = opts.compress ?? true;
+  if (!path.toLowerCase().endsWith('.mha')) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `${path}: a spooled sequence is written as .mha`);
+  const frameBytes = seq.width * seq.height;
+  const expected = frameBytes * seq.frames.length;
+  const rawBytes = (await stat(rawFile)).size;
+  if (rawBytes !== expected) {
+    throw new Eco3dError('ECO3D_ERR_BAD_FILE', `${rawFile}: ${rawBytes} bytes, ${seq.frames.length} frames of ${seq.width}×${seq.height} need ${expected}`, { details: { file: rawFile } });
+  }
+  // frameLines checks each frame's pixel count: one shared stand-in of the right length.
+  const standIn = new Uint8Array(frameBytes);
+  const lines = frameLines({ ...seq, frames: seq.frames.map((f) => ({ ...f, pixels: standIn })) }, 'ImageStatus');
+  const payload = compress ? `${path}.zraw.tmp` : rawFile;
+  try {
+    if (compress) await pipeline(createReadStream(rawFile), createDeflate(), createWriteStream(payload));
+    const payloadBytes = (await stat(payload)).size;
+    const header = assembleMetaImage(metaSequenceFields({ ...seq, frames: seq.frames.map(() => ({ pixels: null })) }, compress, payloadBytes), lines, new Uint8Array(0), 'LOCAL').header;
+    await writeChunks(path, [header]);
+    await pipeline(createReadStream(payload), createWriteStream(path, { flags: 'a' }));
+  } catch (err) {
+    if (err instanceof Eco3dError) throw err;
+    throw new Eco3dError('ECO3D_ERR_BAD_FILE', `${path}: cannot write (${err instanceof Error ? err.message : String(err)})`, { cause: err, details: { file: path } });
+  } finally {
+    if (compress) await rm(payload, { force: true });
+  }
 }
 
 /** Writes the chunks one after the other, a batch at a time; a failure is ECO3D_ERR_BAD_FILE. */

@@ -11,12 +11,13 @@
 //                           VolumeReconstruction options used
 //   volume.mha              what `eco3d reconstruct --config-file reconstruction.xml
 //                           --source-seq-file tracked-frames.igs.mha` produces (it runs that code)
-import { writeFileSync } from 'node:fs';
+import { createWriteStream, mkdirSync, readdirSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
+import { finished } from 'node:stream/promises';
 import { join } from 'node:path';
 import { type Observable, type Subscription } from 'rxjs';
 import { filter } from 'rxjs/operators';
 import type { AcquisitionSnapshot } from '../controller/index.ts';
-import { HOME_POSE, mat4Invert, mat4Mul, writePlusSequenceFile, type Mat4, type PlusFrameToWrite, type RobotState, type TrackedFrame } from '../protocols/index.ts';
+import { Eco3dError, HOME_POSE, mat4Invert, mat4Mul, writePlusSequenceFileFromRaw, type Mat4, type RobotState, type SpooledFrame, type TrackedFrame } from '../protocols/index.ts';
 import { createPhantom, imageGeometry, imageToProbe, startRenderWorker, UltrasoundSimulator, workerUltrasoundFrames$ } from '../sim/index.ts';
 import type { ReconstructArgs, ReconstructReport } from './reconstruct-command.ts';
 
@@ -30,6 +31,11 @@ export interface SweepImagingOptions {
   readonly maxFrames?: number;
   /** Compress tracked-frames.igs.mha (zlib, on libuv's thread pool). Off in the server: it would take CPU from the control loop. */
   readonly compressFrames?: boolean;
+  /**
+   * Where a sweep's pixels go as they come (a sweep is up to 550 MB: not for RAM). Spools left
+   * by a process that died are removed at start.
+   */
+  readonly spoolDir: string;
 }
 
 export interface SweepImagingResult {
@@ -65,12 +71,20 @@ export async function scannerFrames$(
   return { frames$: workerUltrasoundFrames$((pose, tMs) => worker.render(pose, tMs), states$, 30, onError), close: () => worker.close() };
 }
 
+/** The sweep being recorded: its frames' pixels go to a spool file as they come, the rest stays here. */
+interface Recording {
+  readonly uid: string;
+  readonly spoolFile: string;
+  readonly out: WriteStream;
+  readonly frames: SpooledFrame[];
+  dropped: number;
+  failure: Error | undefined;
+}
+
 export class SweepImaging {
   private readonly probeFromImage: Mat4;
   private readonly maxFrames: number;
-  private recorded: PlusFrameToWrite[] = [];
-  private uid: string | null = null;
-  private dropped = 0;
+  private rec: Recording | null = null;
   /** The last acquisition finished or discarded. */
   private ended: string | null = null;
   private readonly sub: Subscription;
@@ -82,72 +96,102 @@ export class SweepImaging {
     readonly simulator: UltrasoundSimulator,
     /** The acquisition's current state (a function: the controller may be built after this). */
     snapshot: () => AcquisitionSnapshot,
-    private readonly opts: SweepImagingOptions = {},
+    private readonly opts: SweepImagingOptions,
   ) {
     this.probeFromImage = mat4Invert(imageToProbe(this.simulator.probe))!;
     this.maxFrames = opts.maxFrames ?? 1800;
+    mkdirSync(opts.spoolDir, { recursive: true });
+    // Spools of a process that died mid-sweep: their acquisitions can no longer finish.
+    for (const name of readdirSync(opts.spoolDir)) if (name.endsWith(SPOOL_SUFFIX)) rmSync(join(opts.spoolDir, name), { force: true });
     this.sub = frames$.pipe(filter(() => isSweeping(snapshot()))).subscribe((f) => {
       const uid = snapshot().acquisitionUid;
       // A frame rendered after its acquisition was finished or discarded is not kept.
       if (uid === null || uid === this.ended) return;
-      if (uid !== this.uid) {
-        this.uid = uid;
-        this.recorded = [];
-        this.dropped = 0;
-      }
-      if (this.recorded.length >= this.maxFrames) {
-        this.dropped++;
+      if (this.rec?.uid !== uid) this.begin(uid);
+      const rec = this.rec!;
+      if (rec.frames.length >= this.maxFrames) {
+        rec.dropped++;
         return;
       }
       // ProbeToReference = ImageToReference · ProbeToImage: what a tracker would have recorded.
       const probeToReference = mat4Mul(f.imageToReference, this.probeFromImage);
-      this.recorded.push({ timestampS: f.tMs / 1000, pixels: f.pixels, transforms: new Map([['ProbeToReference', probeToReference]]) });
+      rec.frames.push({ timestampS: f.tMs / 1000, transforms: new Map([['ProbeToReference', probeToReference]]) });
+      // Asynchronous, in order; the stream holds the buffer until it is on disk.
+      rec.out.write(f.pixels);
     });
+  }
+
+  private begin(uid: string): void {
+    this.drop();
+    const spoolFile = join(this.opts.spoolDir, `${uid}${SPOOL_SUFFIX}`);
+    const out = createWriteStream(spoolFile);
+    const rec: Recording = { uid, spoolFile, out, frames: [], dropped: 0, failure: undefined };
+    out.on('error', (err) => {
+      rec.failure ??= err;
+    });
+    this.rec = rec;
+  }
+
+  /** Forgets the current recording and removes its spool. */
+  private drop(): void {
+    const rec = this.rec;
+    this.rec = null;
+    if (rec === null) return;
+    rec.out.destroy();
+    rmSync(rec.spoolFile, { force: true });
   }
 
   /** Frames recorded so far for this acquisition (the acquisition's `framesAcquired`). */
   frameCount(acquisitionUid: string): number {
-    return this.uid === acquisitionUid ? this.recorded.length : 0;
+    return this.rec?.uid === acquisitionUid ? this.rec.frames.length : 0;
   }
 
   /**
    * Writes the acquisition's frames and config into `dir` and reconstructs them with `reconstruct`
-   * (in-process for the CLI; a child process in the server, off the control loop). Releases the
-   * frames from memory.
+   * (in-process for the CLI; a child process in the server, off the control loop). Removes the
+   * spool.
    */
   async finish(
     acquisitionUid: string,
     dir: string,
     reconstruct: (args: ReconstructArgs) => Promise<ReconstructReport>,
   ): Promise<SweepImagingResult> {
-    const frames = this.uid === acquisitionUid ? this.recorded : [];
-    const droppedFrames = this.uid === acquisitionUid ? this.dropped : 0;
-    this.recorded = [];
-    this.uid = null;
     this.ended = acquisitionUid;
-    if (frames.length === 0) return { frames: 0, droppedFrames, volume: undefined };
-    const g = imageGeometry(this.simulator.probe);
-    const seqFile = join(dir, 'tracked-frames.igs.mha');
-    const configFile = join(dir, 'reconstruction.xml');
-    await writePlusSequenceFile(seqFile, { width: g.widthPx, height: g.heightPx, frames }, { compress: this.opts.compressFrames ?? true });
-    writeFileSync(configFile, reconstructionConfigXml(this.simulator, this.opts.outputSpacingMm ?? 0.5));
-    const volume = await reconstruct({ configFile, sourceSeqFile: seqFile, outputVolumeFile: join(dir, 'volume.mha') });
-    return { frames: frames.length, droppedFrames, volume };
+    const rec = this.rec?.uid === acquisitionUid ? this.rec : null;
+    if (rec === null) return { frames: 0, droppedFrames: 0, volume: undefined };
+    this.rec = null;
+    try {
+      rec.out.end();
+      await finished(rec.out).catch((err: unknown) => {
+        rec.failure ??= err as Error;
+      });
+      if (rec.failure !== undefined) throw new Eco3dError('ECO3D_ERR_BAD_FILE', `${rec.spoolFile}: the sweep's frames could not be spooled (${rec.failure.message})`, { cause: rec.failure });
+      if (rec.frames.length === 0) return { frames: 0, droppedFrames: rec.dropped, volume: undefined };
+      const g = imageGeometry(this.simulator.probe);
+      const seqFile = join(dir, 'tracked-frames.igs.mha');
+      const configFile = join(dir, 'reconstruction.xml');
+      await writePlusSequenceFileFromRaw(seqFile, { width: g.widthPx, height: g.heightPx, frames: rec.frames }, rec.spoolFile, { compress: this.opts.compressFrames ?? true });
+      writeFileSync(configFile, reconstructionConfigXml(this.simulator, this.opts.outputSpacingMm ?? 0.5));
+      const volume = await reconstruct({ configFile, sourceSeqFile: seqFile, outputVolumeFile: join(dir, 'volume.mha') });
+      return { frames: rec.frames.length, droppedFrames: rec.dropped, volume };
+    } finally {
+      rmSync(rec.spoolFile, { force: true });
+    }
   }
 
   /** Drops the frames of an acquisition that will not be reconstructed (it aborted). */
   discard(acquisitionUid: string): void {
     this.ended = acquisitionUid;
-    if (this.uid !== acquisitionUid) return;
-    this.recorded = [];
-    this.uid = null;
+    if (this.rec?.uid === acquisitionUid) this.drop();
   }
 
   close(): void {
     this.sub.unsubscribe();
-    this.recorded = [];
+    this.drop();
   }
 }
+
+const SPOOL_SUFFIX = '.frames.raw';
 
 /** A PLUS device-set config with this probe's calibration and our default reconstruction. */
 function reconstructionConfigXml(sim: UltrasoundSimulator, spacingMm: number): string {

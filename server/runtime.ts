@@ -161,7 +161,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     );
     // Uncompressed frames: deflating ~100 MB in this process would stall the control loop; the
     // reconstruction runs in a child process for the same reason.
-    const imaging: SweepImaging = new SweepImaging(frames$, scanner, () => acquisition.snapshot, { compressFrames: false });
+    const imaging: SweepImaging = new SweepImaging(frames$, scanner, () => acquisition.snapshot, { compressFrames: false, spoolDir: join(acquisitionsDir(cfg.dataDir), '.spool') });
     const imagingWork = reconstructCompletedAcquisitions(acquisition, imaging, acquisitionsDir(cfg.dataDir), log);
     cleanups.push(async () => {
       imagingWork.subscription.unsubscribe();

@@ -87,7 +87,7 @@ export async function runScan(o: ScanOptions): Promise<ScanResult> {
     rendering.frames$,
     scanner,
     () => acquisition.snapshot,
-    o.outputSpacingMm === undefined ? {} : { outputSpacingMm: o.outputSpacingMm },
+    { spoolDir: o.outDir, ...(o.outputSpacingMm === undefined ? {} : { outputSpacingMm: o.outputSpacingMm }) },
   );
   const acquisition: AcquisitionController = new AcquisitionController({
     driver,
