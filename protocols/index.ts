@@ -20,3 +20,4 @@ export * from './nrrd.ts';
 export * from './mesh.ts';
 export * from './dicom-us.ts';
 export * from './dicom-sr.ts';
+export * from './fhir.ts';

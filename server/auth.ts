@@ -19,7 +19,7 @@ export { ROLES, type Role };
  * Every scope a token can be granted: the one list `POST /api/auth/tokens` checks against.
  * Later issues add theirs here (`study:deidentified:read`, `results:write`).
  */
-export const TOKEN_SCOPES: readonly string[] = [...LIVE_SCOPES];
+export const TOKEN_SCOPES: readonly string[] = [...LIVE_SCOPES, 'dicomweb:read', 'dicomweb:write', 'fhir:read', 'fhir:write'];
 
 /** A principal's role: an account's, or `service` for a scoped token (admitted by no role list). */
 export type PrincipalRole = Role | 'service';
