@@ -91,14 +91,17 @@ export interface WorklistEntry {
   readonly accessionNumber: string;
 }
 
+/** A report version as answered: with the id of its FHIR DiagnosticReport. */
+export type ReportView = Report & { readonly fhirDiagnosticReportId: string };
+
 /** The reading physician's report on a study (server/studies.ts). */
 export interface ReportService {
   /** Newest first; an unknown study (or another tenant's) is ECO3D_ERR_NOT_FOUND. */
-  versions(tenantId: string, studyUid: string): Promise<readonly Report[]>;
-  saveDraft(p: Principal, studyUid: string, text: ReportText): Promise<Report>;
-  amend(p: Principal, studyUid: string): Promise<Report>;
+  versions(tenantId: string, studyUid: string): Promise<readonly ReportView[]>;
+  saveDraft(p: Principal, studyUid: string, text: ReportText): Promise<ReportView>;
+  amend(p: Principal, studyUid: string): Promise<ReportView>;
   /** Signs the draft: the SR goes into the study and the DiagnosticReport becomes final (or amended). */
-  sign(p: Principal, studyUid: string): Promise<Report>;
+  sign(p: Principal, studyUid: string): Promise<ReportView>;
 }
 
 export interface AppContext {

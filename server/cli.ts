@@ -60,7 +60,7 @@ program
   .option('--deadman-ms <n>', 'operator heartbeat timeout (ECO3D_DEADMAN_MS; default 300)')
   .option('--ice-servers <json>', 'STUN/TURN servers for the live streams, a JSON array of {urls, username?, credential?} (ECO3D_ICE_SERVERS; default none: LAN and loopback)')
   .option('--public-url <url>', 'the URL clients reach this server at, for DICOMweb and FHIR links (ECO3D_PUBLIC_URL; default the listening URL)')
-  .option('--pacs <url>', 'push every stored study to this PACS/VNA DICOMweb base URL over STOW-RS (ECO3D_PACS_URL; credentials ECO3D_PACS_USER + ECO3D_PACS_PASSWORD, or ECO3D_PACS_TOKEN)')
+  .option('--pacs <url>', 'push every stored study to this PACS/VNA: a DICOMweb base URL (STOW-RS) or dicom://AET@host:port (C-STORE) (ECO3D_PACS_URL; credentials ECO3D_PACS_USER + ECO3D_PACS_PASSWORD, or ECO3D_PACS_TOKEN)')
   .option('--fhir-server <url>', 'send our FHIR resources to this FHIR R4 base URL (ECO3D_FHIR_SERVER_URL; credentials ECO3D_FHIR_SERVER_USER + _PASSWORD, or _TOKEN)')
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (LOG_LEVEL)')
   .action(async (flags: Record<string, string | boolean | undefined>) => {

@@ -47,6 +47,7 @@ describe('configuration', () => {
     assert.deepEqual(c.pacs, { url: 'http://pacs.example:8042/dicom-web', auth: { kind: 'basic', username: 'eco3d', password: 'pw' } });
     assert.deepEqual(c.fhirServer, { url: 'https://fhir.example/r4', auth: { kind: 'bearer', token: 't0k' } });
     assert.equal(loadConfig({ flags: {}, env: {} }).pacs, undefined);
+    assert.deepEqual(loadConfig({ flags: { pacs: 'dicom://ORTHANC@10.0.0.5:4242' }, env: {} }).pacs, { url: 'dicom://ORTHANC@10.0.0.5:4242', auth: undefined });
     assert.throws(
       () => loadConfig({ flags: { pacs: 'ftp://x', publicUrl: 'nope' }, env: { ECO3D_FHIR_SERVER_USER: 'u', ECO3D_PACS_USER: 'u' } }),
       (err: unknown) => {

@@ -61,7 +61,7 @@ export interface ServerConfig {
    * RetrieveURLs and the FHIR Endpoint. Default: the URL the server listens on.
    */
   readonly publicUrl: string | undefined;
-  /** An external PACS/VNA to push every stored study to, over STOW-RS (its DICOMweb base URL). */
+  /** An external PACS/VNA to push every stored study to: its DICOMweb base URL (STOW-RS), or dicom://AET@host:port (C-STORE). */
   readonly pacs: ExternalEndpoint | undefined;
   /** An external FHIR R4 server to send our resources to (its base URL). */
   readonly fhirServer: ExternalEndpoint | undefined;
@@ -80,6 +80,7 @@ function externalEndpoint(
   flag: string,
   prefix: string,
   problems: string[],
+  allowDimse = false,
 ): ExternalEndpoint | undefined {
   const url = pick(input, flag, `${prefix}_URL`);
   const user = input.env[`${prefix}_USER`];
@@ -96,8 +97,13 @@ function externalEndpoint(
   } catch {
     // reported below
   }
+  if (allowDimse && /^dicom:\/\/[^@/\s]+@[^/\s]+:\d{1,5}\/?(\?calling=[^&\s]+)?$/i.test(url.value)) {
+    // A C-STORE SCP (dicom://CALLED_AET@host:port): DIMSE has no credentials of its own.
+    if (has(user) || has(token)) problems.push(`${prefix}_USER/${prefix}_TOKEN: a dicom:// target takes no credentials`);
+    return { url: url.value, auth: undefined };
+  }
   if (parsed === undefined || !/^https?:$/.test(parsed.protocol) || parsed.username !== '' || parsed.password !== '') {
-    problems.push(`${url.source}: expected an http(s) URL without credentials in it, got "${url.value}"`);
+    problems.push(`${url.source}: expected an http(s) URL without credentials in it${allowDimse ? ', or dicom://CALLED_AET@host:port' : ''}, got "${url.value}"`);
     return undefined;
   }
   if (has(user) !== has(password)) problems.push(`${prefix}_USER and ${prefix}_PASSWORD go together: give both`);
@@ -227,7 +233,7 @@ export function loadConfig(input: ConfigInput): ServerConfig {
   if (publicUrl.value !== undefined && !/^https?:\/\/[^/\s]+(\/[^\s]*)?$/.test(publicUrl.value)) {
     problems.push(`${publicUrl.source}: expected http(s)://host[:port][/path], got "${publicUrl.value}"`);
   }
-  const pacs = externalEndpoint(input, 'pacs', 'ECO3D_PACS', problems);
+  const pacs = externalEndpoint(input, 'pacs', 'ECO3D_PACS', problems, true);
   const fhirServer = externalEndpoint(input, 'fhirServer', 'ECO3D_FHIR_SERVER', problems);
 
   const cfg: ServerConfig = {

@@ -2,6 +2,7 @@
 // robot driver, safety supervisor, acquisition controller, tele-operation session and HTTP
 // server, and shuts them down in the reverse order.
 import { createHash } from 'node:crypto';
+import { createServer } from 'node:net';
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -51,7 +52,10 @@ import {
   type Database,
   type DataDirLock,
 } from '../store/index.ts';
+import { createFhirService, DicomArchive, fhirPushConsumer, pacsPushConsumer, parsePacsTarget, registerDicomWeb, registerFhir } from '../archive/index.ts';
 import { ACQUISITION_FILES, buildApp, type ApiRepo } from './app.ts';
+import { PACKAGE_VERSION } from './scan.ts';
+import { reportService, studyConsumer, studyFhir, type StudiesDeps } from './studies.ts';
 import { generatePassword, hashPassword, newSecret } from './auth-crypto.ts';
 import { AuthService, type AuthRepo } from './auth.ts';
 import type { ServerConfig } from './config.ts';
@@ -107,6 +111,13 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     // From here on this thread runs the robot's control loop (opening PGlite blocks it for seconds before).
     cleanups.push(watchEventLoop((blockedMs) => log.warn({ blockedMs }, 'the control loop thread was blocked')));
 
+    // The links we hand out (DICOMweb RetrieveURLs, the FHIR Endpoint) need our address before
+    // we listen: a free port is picked now when none is configured (tests).
+    const tls = await loadTls(cfg, [cfg.host]);
+    const port = cfg.port !== 0 ? cfg.port : await freePort(cfg.host);
+    const url = `${tls === undefined ? 'http' : 'https'}://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}`;
+    const publicUrl = cfg.publicUrl ?? url;
+
     const secret = cfg.secret ?? loadOrCreateSecret(cfg.dataDir);
     await bootstrap(db, cfg, announce);
 
@@ -116,6 +127,14 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     // Consumers register before the dispatcher starts (below, once everything they use exists).
     // A study of 1800 frames takes a while to write and store: generous handler timeout and lease.
     const dispatcher = new OutboxDispatcher(db, { handlerTimeoutMs: 15 * 60_000, leaseMs: 20 * 60_000 });
+
+    // The DICOM archive: files under <data>/archive, the index in the database. Each newly stored
+    // instance goes to the hospital PACS when one is configured (durably: the outbox).
+    const archive = new DicomArchive({ root: join(cfg.dataDir, 'archive'), db });
+    if (cfg.pacs !== undefined) {
+      const target = cfg.pacs.url.startsWith('dicom:') ? parsePacsTarget(cfg.pacs.url) : { baseUrl: cfg.pacs.url, auth: cfg.pacs.auth };
+      dispatcher.register(pacsPushConsumer({ ...target, instanceFile: (t, sop) => archive.instanceFile(t, sop), tenantIds: [cfg.tenantId], log }));
+    }
 
     const safety = new SafetySupervisor(
       driver,
@@ -169,6 +188,33 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
       imaging.close();
     });
 
+    // FHIR R4: our resources (ImagingStudy, DiagnosticReport, …) and the RIS's worklist. Sent on to
+    // the hospital's FHIR server when one is configured (durably: the outbox).
+    const fhir = createFhirService({ db, dicomWebBaseUrl: `${publicUrl}/dicom-web` });
+    if (cfg.fhirServer !== undefined) {
+      const a = cfg.fhirServer.auth;
+      const authorization = a === undefined ? undefined : a.kind === 'bearer' ? `Bearer ${a.token}` : `Basic ${Buffer.from(`${a.username}:${a.password}`).toString('base64')}`;
+      dispatcher.register(
+        fhirPushConsumer({ baseUrl: cfg.fhirServer.url, ...(authorization === undefined ? {} : { headers: { authorization } }), readResource: fhir.readResource, tenantIds: [cfg.tenantId] }),
+      );
+    }
+
+    // Each completed acquisition becomes a study in the archive, announced over FHIR.
+    const studies: StudiesDeps = {
+      db,
+      archive,
+      fhir: studyFhir(fhir, archive),
+      acquisitionsDir: acquisitionsDir(cfg.dataDir),
+      imagesDone: imagingWork.imagesDone,
+      studyDefaults: { phantomSeed: 1, probe: scanner.probe, softwareVersion: `eco3d ${PACKAGE_VERSION}` },
+      organization: (await getTenant(db, cfg.tenantId))?.name ?? cfg.tenantId,
+      log,
+    };
+    dispatcher.register(studyConsumer(studies));
+    await dispatcher.start();
+    // Stops before the imaging above is torn down: a study in progress waits for its images.
+    cleanups.push(() => dispatcher.stop());
+
     const audit = (actor: string, action: string, detail?: Record<string, unknown>): void => {
       appendAudit(db, { tenantId: cfg.tenantId, actor, action, target: cfg.deviceId, ...(detail === undefined ? {} : { detail }) }).catch((err: unknown) =>
         log.error({ err: toEco3dError(err).message, actor, action }, 'audit write failed'),
@@ -218,13 +264,44 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     }
     mkdirSync(VIEWER_DIST, { recursive: true });
 
-    const tls = await loadTls(cfg, [cfg.host]);
     const app = await buildApp({
       log,
       auth,
       live: signaling,
       viewerDir: VIEWER_DIST,
       repo: apiRepo(db, cfg),
+      reports: reportService(studies),
+      worklist: async (tenantId) =>
+        (await fhir.listWorklist(tenantId)).map((w) => ({
+          serviceRequestId: w.serviceRequestId,
+          patientId: w.patient.patientId,
+          patientName: w.patient.name,
+          birthDate: w.patient.birthDate,
+          sex: w.patient.sex,
+          description: w.description,
+          accessionNumber: w.accessionNumber,
+        })),
+      plugins: [
+        (app) =>
+          registerDicomWeb(app, {
+            archive,
+            audit: async (e) => {
+              await appendAudit(db, e);
+            },
+            maxStowBytes: MAX_STOW_BYTES,
+            baseUrl: `${publicUrl}/dicom-web`,
+          }),
+        async (app) => {
+          await registerFhir(app, {
+            db,
+            baseUrl: `${publicUrl}/fhir`,
+            dicomWebBaseUrl: `${publicUrl}/dicom-web`,
+            audit: async (e) => {
+              await appendAudit(db, e);
+            },
+          });
+        },
+      ],
       teleop: gateway,
       health: async () => ({
         db: await db.query('SELECT 1').then(
@@ -237,10 +314,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
       secureCookies: tls !== undefined,
     });
     cleanups.push(() => app.close());
-    await app.listen({ host: cfg.host, port: cfg.port });
-    const addr = app.server.address();
-    const port = typeof addr === 'object' && addr !== null ? addr.port : cfg.port;
-    const url = `${tls === undefined ? 'http' : 'https'}://${cfg.host.includes(':') ? `[${cfg.host}]` : cfg.host}:${port}`;
+    await app.listen({ host: cfg.host, port });
 
     // The robot may not be there yet (a serial cable, a ROS master still booting): the link
     // shows as down, the drivers keep retrying, and the server is usable meanwhile.
@@ -267,6 +341,22 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
 }
 
 export const acquisitionsDir = (dataDir: string): string => join(dataDir, 'acquisitions');
+
+/** A port free on `host` now (the OS picks it); the server listens on it right after. */
+function freePort(host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen({ host, port: 0 }, () => {
+      const a = probe.address();
+      const port = typeof a === 'object' && a !== null ? a.port : 0;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/** A STOW-RS request's limit: a 60 s sweep's multi-frame instance is 550 MB; parts past 32 MiB spool to disk. */
+const MAX_STOW_BYTES = 2 * 1024 ** 3;
 
 /**
  * The live volume: a grid per acquisition, from its plan, when its sweep phase begins; the

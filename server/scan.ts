@@ -56,7 +56,7 @@ export interface ScanResult {
   readonly study?: { readonly volume: string; readonly frames: string };
 }
 
-const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+export const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 // No remote operator watches a headless scan, so no deadman applies; the robot's own watchdogs
 // and every other safety check still do.

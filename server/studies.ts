@@ -30,39 +30,28 @@ import {
   saveReportDraft,
   signReport,
   type Database,
-  type Exam,
   type Measurement,
   type OutboxConsumer,
   type Report,
   type ReportText,
 } from '../store/index.ts';
+import { diagnosticReportIdFor, type DicomArchive, type DicomSource, type FhirService } from '../archive/index.ts';
 import type { Principal } from './auth.ts';
-import type { ReportService } from './app.ts';
+import type { ReportService, ReportView } from './app.ts';
 import type { Logger } from './log.ts';
 import { readScanStudy, type ScanStudy, type ScanStudyInput } from './scan-dicom.ts';
 
-/** Where an instance came from (the archive records it and puts it in DicomInstanceStored). */
-export type InstanceSource = { readonly kind: 'acquisition'; readonly acquisitionUid: string } | { readonly kind: 'stow'; readonly actor: string };
-
-/** What this module needs of the DICOM archive (archive/). */
-export interface StudyArchive {
-  storeFile(tenantId: string, path: string, source: InstanceSource, opts: { move: boolean }): Promise<unknown>;
-  storeInstance(tenantId: string, bytes: Uint8Array, source: InstanceSource): Promise<unknown>;
-  /** Whether the tenant's archive holds this study. */
-  hasStudy(tenantId: string, studyUid: string): Promise<boolean>;
-}
-
 /** What this module needs of FHIR (archive/fhir-*). Both are idempotent upserts. */
 export interface StudyFhir {
-  /** ImagingStudy (+ Patient, Endpoint) and a preliminary DiagnosticReport; the worklist entry is completed. */
-  studyArchived(s: { tenantId: string; study: ScanStudy; exam: Exam | undefined; startedAtMs: number }): Promise<void>;
+  /** ImagingStudy (+ Patient, Endpoint) with every series the archive holds; the worklist entry is completed. */
+  studyArchived(s: { tenantId: string; study: ScanStudy; startedAtMs: number }): Promise<void>;
   /** The DiagnosticReport follows the report's newest version; its measurements become Observations. */
   reportChanged(r: { tenantId: string; report: Report; measurements: readonly Measurement[]; study: ScanStudy | undefined }): Promise<void>;
 }
 
 export interface StudiesDeps {
   readonly db: Database;
-  readonly archive: StudyArchive;
+  readonly archive: DicomArchive;
   readonly fhir: StudyFhir;
   /** <data>/acquisitions: one folder per acquisition. */
   readonly acquisitionsDir: string;
@@ -114,14 +103,13 @@ export function studyConsumer(d: StudiesDeps): OutboxConsumer {
         writeFileSync(metaFile, `${JSON.stringify(meta)}\n`);
         study = await writeStudyInChildProcess(dir, metaFile);
       }
-      const source: InstanceSource = { kind: 'acquisition', acquisitionUid: uid };
+      const source: DicomSource = { kind: 'acquisition', acquisitionUid: uid };
       for (const i of study.instances) {
         const file = join(study.dir, i.file);
         // Moved into the archive by an earlier attempt when absent.
         if (existsSync(file)) await d.archive.storeFile(event.tenantId, file, source, { move: true });
       }
-      const exam = await getExamOfAcquisition(d.db, event.tenantId, uid);
-      await d.fhir.studyArchived({ tenantId: event.tenantId, study, exam, startedAtMs: Date.parse(event.startedAt) });
+      await d.fhir.studyArchived({ tenantId: event.tenantId, study, startedAtMs: Date.parse(event.startedAt) });
       d.log.info({ acquisitionUid: uid, instances: study.instances.length }, 'study archived');
     },
   };
@@ -149,29 +137,31 @@ function writeStudyInChildProcess(dir: string, metaFile: string): Promise<ScanSt
 export function reportService(d: StudiesDeps): ReportService {
   const studyOf = async (tenantId: string, studyUid: string): Promise<{ acquisitionUid: string | null; study: ScanStudy | undefined }> => {
     const acquisition = await getAcquisition(d.db, tenantId, studyUid);
-    if (acquisition === undefined && !(await d.archive.hasStudy(tenantId, studyUid))) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `no study ${studyUid}`);
+    if (acquisition === undefined && (await d.archive.studyInstances(tenantId, studyUid)).length === 0) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `no study ${studyUid}`);
     return { acquisitionUid: acquisition === undefined ? null : studyUid, study: acquisition === undefined ? undefined : readScanStudy(join(d.acquisitionsDir, studyUid)) };
   };
-  const announce = async (tenantId: string, report: Report, study: ScanStudy | undefined): Promise<void> => {
+  const announce = async (tenantId: string, report: Report, study: ScanStudy | undefined): Promise<ReportView> => {
+    // The draft of an amendment is not published: until it is signed, the signed version stands.
+    if (report.status === 'preliminary' && report.replacesId !== undefined) return view(tenantId, report);
     const measurements = report.acquisitionUid === null ? [] : await listMeasurements(d.db, tenantId, report.acquisitionUid);
     await d.fhir.reportChanged({ tenantId, report, measurements: measurements.filter((m) => report.measurementIds.includes(m.id)), study });
+    return view(tenantId, report);
   };
+  const view = (tenantId: string, r: Report): ReportView => ({ ...r, fhirDiagnosticReportId: diagnosticReportIdFor(tenantId, r.studyInstanceUid) });
   return {
     versions: async (tenantId, studyUid) => {
       await studyOf(tenantId, studyUid);
-      return listReportVersions(d.db, tenantId, studyUid);
+      return (await listReportVersions(d.db, tenantId, studyUid)).map((r) => view(tenantId, r));
     },
     saveDraft: async (p: Principal, studyUid: string, text: ReportText) => {
       const { acquisitionUid, study } = await studyOf(p.tenantId, studyUid);
       const r = await d.db.transaction((tx) => saveReportDraft(tx, { tenantId: p.tenantId, studyInstanceUid: studyUid, acquisitionUid, text, authoredBy: p.username, atMs: Date.now() }));
-      await announce(p.tenantId, r, study);
-      return r;
+      return announce(p.tenantId, r, study);
     },
     amend: async (p: Principal, studyUid: string) => {
       const { study } = await studyOf(p.tenantId, studyUid);
       const r = await d.db.transaction((tx) => amendReport(tx, { tenantId: p.tenantId, studyInstanceUid: studyUid, authoredBy: p.username, atMs: Date.now() }));
-      await announce(p.tenantId, r, study);
-      return r;
+      return announce(p.tenantId, r, study);
     },
     sign: async (p: Principal, studyUid: string) => {
       const { study } = await studyOf(p.tenantId, studyUid);
@@ -210,11 +200,11 @@ export function reportService(d: StudiesDeps): ReportService {
         if (again.id !== draft.id || again.updatedAtMs !== draft.updatedAtMs) throw new Eco3dError('ECO3D_ERR_CONFLICT', 'the draft changed while it was being signed: review it and sign again');
         return signReport(tx, { id: draft.id, signedBy: p.username, signedByAccountId: p.accountId, atMs, srSeriesInstanceUid: sr.seriesInstanceUid, srSopInstanceUid: sr.sopInstanceUid });
       });
-      await announce(p.tenantId, signed, study).catch((err: unknown) =>
+      return announce(p.tenantId, signed, study).catch((err: unknown) => {
         // Signed and stored: the FHIR view catches up at the next change; say so loudly.
-        d.log.error({ studyUid, err: toEco3dError(err).message }, 'the signed report could not be announced over FHIR'),
-      );
-      return signed;
+        d.log.error({ studyUid, err: toEco3dError(err).message }, 'the signed report could not be announced over FHIR');
+        return view(p.tenantId, signed);
+      });
     },
   };
 }
@@ -226,4 +216,49 @@ function toSrMeasurement(m: Measurement): SrMeasurement {
   return m.kind === 'distance'
     ? { kind: 'distance', valueMm: m.valueMm, plane: m.plane, pointsMm: m.pointsMm, label: m.label }
     : { kind: 'area', valueMm2: m.valueMm2, plane: m.plane, pointsMm: m.pointsMm, label: m.label };
+}
+
+/** StudyFhir over the FHIR service: the ImagingStudy lists what the archive holds (the SR too, once signed). */
+export function studyFhir(fhir: FhirService, archive: DicomArchive): StudyFhir {
+  const publish = async (tenantId: string, study: ScanStudy, startedAtMs?: number): Promise<void> => {
+    const bySeries = new Map<string, { seriesInstanceUid: string; modality: string; number?: number; instances: { sopInstanceUid: string; sopClassUid: string; number?: number }[] }>();
+    for (const i of await archive.studyInstances(tenantId, study.studyInstanceUid)) {
+      let s = bySeries.get(i.seriesInstanceUid);
+      if (s === undefined) {
+        // An instance without Modality is not one of ours; OT ("other") is DICOM's word for it.
+        s = { seriesInstanceUid: i.seriesInstanceUid, modality: i.modality ?? 'OT', ...(i.seriesNumber === null ? {} : { number: i.seriesNumber }), instances: [] };
+        bySeries.set(i.seriesInstanceUid, s);
+      }
+      s.instances.push({ sopInstanceUid: i.sopInstanceUid, sopClassUid: i.sopClassUid, ...(i.instanceNumber === null ? {} : { number: i.instanceNumber }) });
+    }
+    const p = study.common.patient;
+    await fhir.publishStudy({
+      tenantId,
+      studyInstanceUid: study.studyInstanceUid,
+      accessionNumber: study.common.study.accessionNumber === '' ? undefined : study.common.study.accessionNumber,
+      description: study.common.study.description,
+      startedMs: startedAtMs ?? Date.parse(study.common.study.studyDateTime),
+      series: [...bySeries.values()],
+      patient: { patientId: p.id, name: p.name, birthDate: p.birthDate, sex: p.sex },
+    });
+  };
+  return {
+    studyArchived: ({ tenantId, study, startedAtMs }) => publish(tenantId, study, startedAtMs),
+    reportChanged: async ({ tenantId, report, measurements, study }) => {
+      if (study !== undefined) await publish(tenantId, study);
+      await fhir.publishReport({
+        tenantId,
+        // One report per study: its versions are the DiagnosticReport's versions.
+        reportId: report.studyInstanceUid,
+        studyInstanceUid: report.studyInstanceUid,
+        status: report.status,
+        findings: report.findings === '' ? undefined : report.findings,
+        conclusion: report.conclusion === '' ? undefined : report.conclusion,
+        author: { username: report.authoredBy },
+        signer: report.signedBy === undefined ? undefined : { username: report.signedBy },
+        issuedMs: report.signedAtMs ?? report.updatedAtMs,
+        measurements,
+      });
+    },
+  };
 }
