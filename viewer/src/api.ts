@@ -12,7 +12,7 @@ export class ApiError extends Error {
   }
 }
 
-export type Role = 'platform-admin' | 'tenant-admin' | 'sonographer' | 'bedside';
+export type Role = 'platform-admin' | 'tenant-admin' | 'sonographer' | 'bedside' | 'physician';
 
 export interface Account {
   readonly id: string;
@@ -23,6 +23,9 @@ export interface Account {
 
 type Method = 'GET' | 'POST' | 'PUT' | 'DELETE';
 
+/** Every JSON API call gives up after this long (the house rule: every network call has a timeout). */
+export const API_TIMEOUT_MS = 30_000;
+
 export async function api<T>(method: Method, path: string, body?: unknown): Promise<T> {
   let res: Response;
   try {
@@ -31,8 +34,10 @@ export async function api<T>(method: Method, path: string, body?: unknown): Prom
       credentials: 'same-origin',
       headers: body === undefined ? { accept: 'application/json' } : { accept: 'application/json', 'content-type': 'application/json' },
       ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      signal: AbortSignal.timeout(API_TIMEOUT_MS),
     });
   } catch (e) {
+    if (e instanceof DOMException && e.name === 'TimeoutError') throw new ApiError('ECO3D_ERR_TIMEOUT', `${method} ${path}: no answer within ${API_TIMEOUT_MS / 1000} s`, 504);
     throw new ApiError('ECO3D_ERR_NETWORK', `cannot reach the server (${(e as Error).message})`, 0);
   }
   const text = await res.text();
@@ -72,6 +77,8 @@ export async function me(): Promise<Account | null> {
 
 export const isAdmin = (r: Role): boolean => r === 'platform-admin' || r === 'tenant-admin';
 export const canOperate = (r: Role): boolean => r === 'sonographer' || isAdmin(r);
+/** Who opens the study browser: the reading physician, the sonographers, the admins. */
+export const canReadStudies = (r: Role): boolean => r === 'physician' || canOperate(r);
 
 /**
  * For pages that need a signed-in account: the account, or a redirect to the login page that
@@ -212,3 +219,57 @@ function listOf<T>(r: unknown, key: string): T[] {
   if (typeof r === 'object' && r !== null && Array.isArray((r as Record<string, unknown>)[key])) return (r as Record<string, T[]>)[key]!;
   return [];
 }
+
+// ---- reports (GET/PUT /api/studies/:studyUid/report, …/sign, …/amend) -----------------------
+
+/** preliminary: a draft; final: signed; amended: a signed version that replaces an earlier signed one. */
+export type ReportStatus = 'preliminary' | 'final' | 'amended';
+
+export interface Report {
+  readonly id: string;
+  readonly studyInstanceUid: string;
+  readonly acquisitionUid: string | null;
+  readonly version: number;
+  readonly status: ReportStatus;
+  readonly findings: string;
+  readonly conclusion?: string | null;
+  readonly measurementIds: readonly string[];
+  readonly authoredBy: string;
+  readonly updatedAtMs: number;
+  readonly signedBy?: string | null;
+  readonly signedAtMs?: number | null;
+  readonly replacesId?: string | null;
+  readonly srSopInstanceUid?: string | null;
+  readonly fhirDiagnosticReportId?: string | null;
+}
+
+export interface ReportInput {
+  findings: string;
+  conclusion?: string;
+  measurementIds: string[];
+}
+
+export interface ReportHistory {
+  readonly current: Report | null;
+  /** Newest first. */
+  readonly versions: readonly Report[];
+}
+
+/** Signed: the version is final or amended (a draft is preliminary). */
+export const isSigned = (r: Report): boolean => r.status !== 'preliminary';
+
+const reportPath = (studyUid: string): string => `/api/studies/${encodeURIComponent(studyUid)}/report`;
+
+export async function getReport(studyUid: string): Promise<ReportHistory> {
+  const r = await api<Partial<ReportHistory> | null>('GET', reportPath(studyUid));
+  return { current: r?.current ?? null, versions: r?.versions ?? [] };
+}
+
+/** Creates or updates the draft (409 ECO3D_ERR_CONFLICT when the current version is signed: amend first). */
+export const saveReportDraft = (studyUid: string, input: ReportInput): Promise<Report> => api('PUT', reportPath(studyUid), input);
+
+/** Signs the draft (physicians only; 409 when there is no draft). */
+export const signReport = (studyUid: string): Promise<Report> => api('POST', `${reportPath(studyUid)}/sign`);
+
+/** A new draft version copying the signed one (physicians only). */
+export const amendReport = (studyUid: string): Promise<Report> => api('POST', `${reportPath(studyUid)}/amend`);

@@ -27,7 +27,8 @@ export function areaMm2(plane: Plane, pts: readonly Vec3[]): number {
   return Math.abs(s) / 2;
 }
 
-function savedValueText(m: Measurement): string {
+/** A saved measurement's value for display: `12.3 mm`, `45.6 mm²`. */
+export function savedValueText(m: Measurement): string {
   if (m.kind === 'distance' && typeof m.valueMm === 'number') return `${m.valueMm.toFixed(1)} mm`;
   if (m.kind === 'area' && typeof m.valueMm2 === 'number') return `${m.valueMm2.toFixed(1)} mm²`;
   return valueText(m.kind, m.plane, m.pointsMm);
@@ -44,6 +45,7 @@ export class Calipers implements MprHooks {
   private saved: Measurement[] = [];
   private uid: string | null = null;
   private redraw: () => void = () => {};
+  private savedListeners: ((saved: readonly Measurement[]) => void)[] = [];
 
   constructor() {
     for (const m of ['distance', 'area'] as const) {
@@ -62,6 +64,16 @@ export class Calipers implements MprHooks {
     this.redraw = fn;
   }
 
+  /** Calls `fn` with the acquisition's saved measurements now and whenever that list changes (the report's pick-list). */
+  onSaved(fn: (saved: readonly Measurement[]) => void): void {
+    this.savedListeners.push(fn);
+    fn(this.saved);
+  }
+
+  private savedChanged(): void {
+    for (const fn of this.savedListeners) fn(this.saved);
+  }
+
   /** The acquisition whose volume is shown (its measurements are listed). */
   setAcquisition(uid: string | null): void {
     if (uid === this.uid) return;
@@ -70,6 +82,7 @@ export class Calipers implements MprHooks {
     this.saved = [];
     setText('measurements-uid', uid ?? 'no acquisition');
     this.show();
+    this.savedChanged();
     if (uid !== null) run(() => this.reload(), 'measurements');
   }
 
@@ -129,6 +142,7 @@ export class Calipers implements MprHooks {
     this.current = null;
     $<HTMLInputElement>('caliper-label').value = '';
     this.show();
+    this.savedChanged();
     await this.reload().catch((e: unknown) => showError(e, 'measurements'));
   }
 
@@ -139,6 +153,7 @@ export class Calipers implements MprHooks {
     if (uid !== this.uid) return;
     this.saved = list.filter((m) => Array.isArray(m.pointsMm));
     this.show();
+    this.savedChanged();
   }
 
   private show(): void {

@@ -2,7 +2,7 @@
 // bedside panel; admins also mint and revoke scoped plugin tokens. `?next=page.html` comes back
 // to a page that sent us here to sign in.
 import './style.css';
-import { canOperate, isAdmin, login, logout, me, type Account } from './api.ts';
+import { canOperate, canReadStudies, isAdmin, login, logout, me, type Account } from './api.ts';
 import { wireAdmin } from './admin.ts';
 import { $, describeError, run, setText, showError } from './ui.ts';
 
@@ -22,6 +22,7 @@ function show(a: Account | null): void {
   document.body.dataset.role = a.role;
   $('nav-console').classList.toggle('hidden', !canOperate(a.role));
   $('nav-bedside').classList.toggle('hidden', a.role !== 'bedside');
+  $('nav-studies').classList.toggle('hidden', !canReadStudies(a.role));
   $('nav-ar').classList.toggle('hidden', !isAdmin(a.role));
   if (isAdmin(a.role)) wireAdmin();
 }

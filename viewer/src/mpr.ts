@@ -6,8 +6,9 @@
 //   coronal  ⟂ y (x across, z up)
 // A click maps canvas px → continuous voxel index → world mm (origin + index × spacing); the
 // calipers use it. Redraws are throttled like the 3D view (≤ 5 Hz).
-import type { GridMessage, VolumeAssembler } from '../../protocols/volume-stream.ts';
+import type { GridMessage } from '../../protocols/volume-stream.ts';
 import type { Plane } from './api.ts';
+import type { VolumeSource } from './volume-view.ts';
 import { el } from './ui.ts';
 
 export type Vec3 = { x: number; y: number; z: number };
@@ -58,7 +59,7 @@ interface SliceView {
 
 export class MprView {
   private readonly views: SliceView[] = [];
-  private source: VolumeAssembler | null = null;
+  private source: VolumeSource | null = null;
   private grid: GridMessage | null = null;
   private dirty = false;
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -99,7 +100,7 @@ export class MprView {
     }
   }
 
-  follow(source: VolumeAssembler): void {
+  follow(source: VolumeSource): void {
     this.source = source;
     this.changed();
   }

@@ -16,6 +16,9 @@ import { softwareGl } from './gl.ts';
 /** At most 5 uploads a second on a GPU; one every 2 s in software GL, where a ray-cast frame costs much more. */
 export const MIN_UPDATE_INTERVAL_MS = softwareGl() ? 2000 : 200;
 
+/** What the views read: the live stream's assembler, or a volume loaded from a study. */
+export type VolumeSource = Pick<VolumeAssembler, 'grid' | 'voxels'>;
+
 export interface Preset {
   readonly label: string;
   readonly blend: 'composite' | 'mip';
@@ -93,7 +96,7 @@ export class VolumeView {
   private dirty = false;
   private lastUpdateMs = 0;
   private timer: ReturnType<typeof setTimeout> | null = null;
-  private source: VolumeAssembler | null = null;
+  private source: VolumeSource | null = null;
   /** Uploads done (for the HUD and tests). */
   updates = 0;
 
@@ -128,7 +131,7 @@ export class VolumeView {
   }
 
   /** Follow this assembler: call `changed()` whenever bricks or a new grid arrived. */
-  follow(source: VolumeAssembler): void {
+  follow(source: VolumeSource): void {
     this.source = source;
     this.changed();
   }
