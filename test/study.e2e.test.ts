@@ -43,7 +43,7 @@ for (const database of databasesUnderTest()) describe(`a study from order to sig
       ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
     });
     const text = await res.text();
-    return { status: res.status, body: text === '' ? null : (JSON.parse(text) as any) };
+    return { status: res.status, body: text === '' ? null : (JSON.parse(text)) };
   };
   const dciodvfyClean = (bytes: Uint8Array, name: string): void => {
     const file = join(tmp, name);
