@@ -21,6 +21,7 @@ const reveal = {
   description: 'Demo mode masks patient name, id and birth date (first letters, birth year); reveal=true answers them in clear and is audited (patient.reveal).',
 };
 const uidParam = { name: 'uid', in: 'path', required: true, schema: str };
+const studyParam = { name: 'study', in: 'path', required: true, schema: str, description: 'Study Instance UID (for our studies, the acquisition UID)' };
 const point = { type: 'object', required: ['x', 'y', 'z'], additionalProperties: false, properties: { x: { type: 'number' }, y: { type: 'number' }, z: { type: 'number' } } };
 const newExam = {
   type: 'object',
@@ -118,6 +119,28 @@ export function openApiDocument(): Record<string, unknown> {
             createdBy: { type: 'string', description: 'username' },
             createdByAccountId: str,
             createdAtMs: ms,
+          },
+        },
+        Report: {
+          type: 'object',
+          required: ['id', 'studyInstanceUid', 'version', 'status', 'findings', 'conclusion', 'measurementIds', 'authoredBy', 'updatedAtMs', 'fhirDiagnosticReportId'],
+          properties: {
+            id: str,
+            studyInstanceUid: str,
+            acquisitionUid: { type: ['string', 'null'] },
+            version: { type: 'integer', minimum: 1 },
+            status: { enum: ['preliminary', 'final', 'amended'], description: 'preliminary until a physician signs; a signed version never changes' },
+            findings: str,
+            conclusion: str,
+            measurementIds: { type: 'array', items: str },
+            authoredBy: { type: 'string', description: 'username' },
+            updatedAtMs: ms,
+            signedBy: { type: 'string', description: 'username of the signing physician' },
+            signedAtMs: ms,
+            replacesId: { type: 'string', description: 'the signed version an amendment replaces' },
+            srSeriesInstanceUid: str,
+            srSopInstanceUid: { type: 'string', description: 'the SR that carries the signed version in the study' },
+            fhirDiagnosticReportId: { type: 'string', description: 'GET /fhir/DiagnosticReport/{id}' },
           },
         },
       },
@@ -261,6 +284,62 @@ export function openApiDocument(): Record<string, unknown> {
             { name: 'name', in: 'path', required: true, schema: { enum: ['volume.mha', 'tracked-frames.igs.mha', 'reconstruction.xml'] } },
           ],
           responses: { '200': { description: 'the file' }, '404': { description: 'no such acquisition or file (yet)', ...json(error) }, ...errors },
+        },
+      },
+      '/api/worklist': {
+        get: {
+          summary: 'The RIS’s open orders (FHIR ServiceRequests with an accession number), for the bedside to start an exam from (bedside, sonographer, tenant admin; audited)',
+          responses: {
+            '200': {
+              description: 'entries',
+              ...json({
+                type: 'object',
+                properties: {
+                  entries: {
+                    type: 'array',
+                    items: {
+                      type: 'object',
+                      required: ['serviceRequestId', 'patientId', 'patientName', 'description', 'accessionNumber'],
+                      properties: { serviceRequestId: str, patientId: str, patientName: str, birthDate: str, sex: { enum: ['F', 'M', 'O'] }, description: str, accessionNumber: str },
+                    },
+                  },
+                },
+              }),
+            },
+            ...errors,
+          },
+        },
+      },
+      '/api/studies/{study}/report': {
+        get: {
+          summary: 'The report’s versions on a study, newest first (clinicians)',
+          parameters: [studyParam],
+          responses: { '200': { description: 'versions', ...json({ type: 'object', properties: { current: ref('Report'), versions: { type: 'array', items: ref('Report') } } }) }, ...notFound('no such study in the tenant'), ...errors },
+        },
+        put: {
+          summary: 'Create or edit the draft (sonographer, physician); 409 when the newest version is signed (amend it first)',
+          parameters: [studyParam],
+          requestBody: json({
+            type: 'object',
+            required: ['findings', 'measurementIds'],
+            additionalProperties: false,
+            properties: { findings: { type: 'string', maxLength: 20000 }, conclusion: { type: 'string', maxLength: 4000 }, measurementIds: { type: 'array', maxItems: 200, items: str } },
+          }),
+          responses: { '200': { description: 'the draft', ...json(ref('Report')) }, '422': { description: 'a measurement is not one of this study', ...json(error) }, ...notFound('no such study in the tenant'), ...errors },
+        },
+      },
+      '/api/studies/{study}/report/sign': {
+        post: {
+          summary: 'Sign the draft (physician): a verified DICOM SR goes into the study; the DiagnosticReport becomes final (amended for an amendment)',
+          parameters: [studyParam],
+          responses: { '200': { description: 'the signed version', ...json(ref('Report')) }, '409': { description: 'no draft, an empty one, or already signed', ...json(error) }, ...errors },
+        },
+      },
+      '/api/studies/{study}/report/amend': {
+        post: {
+          summary: 'Open an amendment of the signed report (physician): a new draft version that replaces it once signed',
+          parameters: [studyParam],
+          responses: { '200': { description: 'the new draft', ...json(ref('Report')) }, '409': { description: 'the newest version is a draft', ...json(error) }, ...errors },
         },
       },
       '/api/availability': { get: { summary: 'Robot up/down history', responses: { '200': { description: 'list' }, ...errors } } },

@@ -335,8 +335,18 @@ for (const database of databasesUnderTest()) describe(`tokens, exams, consent an
   test('the OpenAPI document describes the new routes', async () => {
     const doc = await t.api('/api/openapi.json');
     const paths = Object.keys(doc.body.paths as Record<string, unknown>);
-    for (const p of ['/api/auth/tokens', '/api/auth/tokens/{id}', '/api/exam', '/api/consents', '/api/acquisitions/{uid}/measurements']) assert.ok(paths.includes(p), p);
-    assert.deepEqual(doc.body.paths['/api/auth/tokens'].post.requestBody.content['application/json'].schema.properties.scopes.items.enum, ['live:video', 'live:pose', 'live:volume']);
+    for (const p of ['/api/auth/tokens', '/api/auth/tokens/{id}', '/api/exam', '/api/consents', '/api/acquisitions/{uid}/measurements', '/api/worklist', '/api/studies/{study}/report', '/api/studies/{study}/report/sign', '/api/studies/{study}/report/amend']) {
+      assert.ok(paths.includes(p), p);
+    }
+    assert.deepEqual(doc.body.paths['/api/auth/tokens'].post.requestBody.content['application/json'].schema.properties.scopes.items.enum, [
+      'live:video',
+      'live:pose',
+      'live:volume',
+      'dicomweb:read',
+      'dicomweb:write',
+      'fhir:read',
+      'fhir:write',
+    ]);
   });
 });
 
