@@ -2,7 +2,7 @@
 // per frame without ending the stream, and at most one render waiting (the latest wins).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { lastValueFrom, Subject, toArray } from 'rxjs';
+import { asyncScheduler, lastValueFrom, Subject, toArray } from 'rxjs';
 import type { TrackedFrame } from '../protocols/imaging.ts';
 import type { Pose, RobotState } from '../protocols/robot.ts';
 import { HOME_POSE } from '../protocols/scene.ts';
@@ -41,9 +41,11 @@ void test('workerUltrasoundFrames$: one render in flight, the latest due state w
     });
   const errors: unknown[] = [];
   const states = new Subject<RobotState>();
-  const out = lastValueFrom(workerUltrasoundFrames$(render, states, 10, (e) => errors.push(e)).pipe(toArray()));
+  // A clock that never moves: every render "takes" 0 ms, so no pause between renders here.
+  const frozen = { now: () => 0, schedule: asyncScheduler.schedule.bind(asyncScheduler) };
+  const out = lastValueFrom(workerUltrasoundFrames$(render, states, 10, (e) => errors.push(e), frozen).pipe(toArray()));
   const frame = (tMs: number): TrackedFrame => ({ tMs }) as unknown as TrackedFrame;
-  const settle = (): Promise<void> => new Promise((r) => setImmediate(r));
+  const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 10));
   // 10 fps: due at 0, 100, 200, …; states between slots are not due.
   states.next(state(0));
   states.next(state(50));
@@ -67,4 +69,28 @@ void test('workerUltrasoundFrames$: one render in flight, the latest due state w
   );
   assert.equal(errors.length, 1);
   assert.match(String(errors[0]), /worker hiccup/);
+});
+
+void test('workerUltrasoundFrames$: after a render of d ms the next starts d ms later at the earliest (at most half a core)', async () => {
+  let nowMs = 0;
+  const clock = { now: () => nowMs, schedule: asyncScheduler.schedule.bind(asyncScheduler) };
+  const started: number[] = [];
+  const render = (_pose: Pose, tMs: number): Promise<TrackedFrame> => {
+    started.push(tMs);
+    // This render "takes" 60 ms on the scheduler's clock.
+    nowMs += 60;
+    return Promise.resolve({ tMs } as unknown as TrackedFrame);
+  };
+  const states = new Subject<RobotState>();
+  const frames: number[] = [];
+  const sub = workerUltrasoundFrames$(render, states, 100, () => undefined, clock).subscribe((f) => frames.push(f.tMs));
+  states.next(state(0));
+  await new Promise((r) => setTimeout(r, 5));
+  states.next(state(10)); // due, but must wait ~60 ms
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(started, [0], 'the second render waits for the first one\'s length');
+  assert.deepEqual(frames, [0], 'the first frame went out at once');
+  await new Promise((r) => setTimeout(r, 80));
+  assert.deepEqual(started, [0, 10]);
+  sub.unsubscribe();
 });
