@@ -154,7 +154,7 @@ async function main(): Promise<void> {
         renderedWall.set(tMs, t1);
         return f;
       };
-      return renderer === undefined ? done(usSim.render(pose, tMs)) : renderer.render(pose, tMs).then(done);
+      return renderer === undefined ? done(usSim.render(pose, tMs)) : renderer.render(pose, tMs).then((r) => done(r.frame));
     },
     poses$: driver.state$,
     fps: FPS,

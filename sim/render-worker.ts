@@ -1,8 +1,8 @@
 // The ultrasound simulator's worker thread (started by worker-render.ts): a real scanner forms
 // its images outside our process, so the render (5 ms on a fast machine, 40 ms on a slow one)
 // must not run on the event loop the robot's control loop shares. First message { seed };
-// then requests { id, tMs, pose }; reply { id, frame } with the pixel buffer transferred (no
-// copy), or { id, error }.
+// then requests { id, tMs, pose }; reply { id, frame, renderMs } with the pixel buffer
+// transferred (no copy), or { id, error }.
 import { parentPort } from 'node:worker_threads';
 import type { Pose } from '../protocols/robot.ts';
 import { createPhantom } from './phantom.ts';
@@ -25,8 +25,11 @@ port.on('message', (m: { readonly seed: number } | RenderRequest) => {
     return;
   }
   try {
+    // The render's own length (not the round trip, which a loaded machine stretches): the
+    // caller's duty cycle is based on it.
+    const t0 = performance.now();
     const f = sim!.render(m.pose, m.tMs);
-    port.postMessage({ id: m.id, frame: f }, [f.pixels.buffer as ArrayBuffer]);
+    port.postMessage({ id: m.id, frame: f, renderMs: performance.now() - t0 }, [f.pixels.buffer as ArrayBuffer]);
   } catch (err) {
     port.postMessage({ id: m.id, error: err instanceof Error ? err.message : String(err) });
   }

@@ -37,14 +37,15 @@ export function ultrasoundFrames$(
  * As ultrasoundFrames$, but `render` runs elsewhere (sim/worker-render.ts: a worker thread), so
  * this thread only receives finished frames. One render in flight and one due state waiting
  * (the latest wins): a slow renderer gives fewer frames, never a queue. And at most half a core:
- * after a render that took d ms the next starts d ms later at the earliest. A render costs 5 ms
+ * after a render that took d ms (measured in the worker: a loaded machine stretches the round
+ * trip, not the render) the next starts d ms later at the earliest. A render costs 5 ms
  * on a fast machine and 40 ms on a slow one; unbounded, the worker took a whole core at 30 fps,
  * and on a 2-core machine the robot's control loop, the streamer and the browsers starved (the
  * sweep's state watchdog aborted scans). A failed render (a bad pose, a stuck worker) drops that
  * frame and goes to `onError`; the stream goes on.
  */
 export function workerUltrasoundFrames$(
-  render: (pose: Pose, tMs: number) => Promise<TrackedFrame>,
+  render: (pose: Pose, tMs: number) => Promise<{ readonly frame: TrackedFrame; readonly renderMs: number }>,
   states$: Observable<RobotState>,
   fps = 30,
   onError: (err: unknown) => void = () => undefined,
@@ -55,17 +56,16 @@ export function workerUltrasoundFrames$(
     const clock = new FrameClock(fps);
     return states$.pipe(
       filter((s) => clock.due(s.tMs)),
-      concatMapDropOldest(1, (s) => {
-        const t0 = scheduler.now();
-        return from(render(s.tcpPose, s.tMs)).pipe(
+      concatMapDropOldest(1, (s) =>
+        from(render(s.tcpPose, s.tMs)).pipe(
           // The frame goes out at once; the next render waits as long as this one took.
-          mergeMap((f) => concat(of(f), timer(scheduler.now() - t0, scheduler).pipe(ignoreElements()))),
+          mergeMap((r) => concat(of(r.frame), timer(r.renderMs, scheduler).pipe(ignoreElements()))),
           catchError((err: unknown) => {
             onError(err);
             return EMPTY;
           }),
-        );
-      }),
+        ),
+      ),
     );
   });
 }

@@ -2,7 +2,7 @@
 // per frame without ending the stream, and at most one render waiting (the latest wins).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { asyncScheduler, lastValueFrom, Subject, toArray } from 'rxjs';
+import { lastValueFrom, Subject, toArray } from 'rxjs';
 import type { TrackedFrame } from '../protocols/imaging.ts';
 import type { Pose, RobotState } from '../protocols/robot.ts';
 import { HOME_POSE } from '../protocols/scene.ts';
@@ -17,14 +17,16 @@ void test('a real worker renders the same frame as this thread, and refuses a no
   const worker = await startRenderWorker(3);
   try {
     const here = new UltrasoundSimulator(createPhantom(3)).render(HOME_POSE, 123);
-    const there = await worker.render(HOME_POSE, 123);
+    const rendered = await worker.render(HOME_POSE, 123);
+    const there = rendered.frame;
+    assert.ok(rendered.renderMs > 0 && rendered.renderMs < 5000, `renderMs ${rendered.renderMs}`);
     assert.equal(there.width, here.width);
     assert.equal(there.height, here.height);
     assert.ok(Buffer.from(there.pixels).equals(Buffer.from(here.pixels)), 'pixels differ');
     assert.deepEqual(Array.from(there.imageToReference), Array.from(here.imageToReference));
     await assert.rejects(worker.render({ ...HOME_POSE, positionMm: { x: Number.NaN, y: 0, z: 0 } }, 1), (err: Error & { code?: string }) => err.code === 'ECO3D_ERR_NOT_FINITE');
     // The worker survives a refused pose.
-    assert.equal((await worker.render(HOME_POSE, 124)).tMs, 124);
+    assert.equal((await worker.render(HOME_POSE, 124)).frame.tMs, 124);
   } finally {
     await worker.close();
   }
@@ -34,16 +36,15 @@ void test('a real worker renders the same frame as this thread, and refuses a no
 void test('workerUltrasoundFrames$: one render in flight, the latest due state waits, a failed render is reported and skipped', async () => {
   const started: number[] = [];
   const pending: { tMs: number; resolve(f: TrackedFrame): void; reject(e: Error): void }[] = [];
-  const render = (_pose: Pose, tMs: number): Promise<TrackedFrame> =>
-    new Promise((resolve, reject) => {
+  // Renders that "take" 0 ms: no pause between renders here.
+  const render = (_pose: Pose, tMs: number): Promise<{ frame: TrackedFrame; renderMs: number }> =>
+    new Promise<TrackedFrame>((resolve, reject) => {
       started.push(tMs);
       pending.push({ tMs, resolve, reject });
-    });
+    }).then((frame) => ({ frame, renderMs: 0 }));
   const errors: unknown[] = [];
   const states = new Subject<RobotState>();
-  // A clock that never moves: every render "takes" 0 ms, so no pause between renders here.
-  const frozen = { now: () => 0, schedule: asyncScheduler.schedule.bind(asyncScheduler) };
-  const out = lastValueFrom(workerUltrasoundFrames$(render, states, 10, (e) => errors.push(e), frozen).pipe(toArray()));
+  const out = lastValueFrom(workerUltrasoundFrames$(render, states, 10, (e) => errors.push(e)).pipe(toArray()));
   const frame = (tMs: number): TrackedFrame => ({ tMs }) as unknown as TrackedFrame;
   const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 10));
   // 10 fps: due at 0, 100, 200, …; states between slots are not due.
@@ -72,18 +73,15 @@ void test('workerUltrasoundFrames$: one render in flight, the latest due state w
 });
 
 void test('workerUltrasoundFrames$: after a render of d ms the next starts d ms later at the earliest (at most half a core)', async () => {
-  let nowMs = 0;
-  const clock = { now: () => nowMs, schedule: asyncScheduler.schedule.bind(asyncScheduler) };
   const started: number[] = [];
-  const render = (_pose: Pose, tMs: number): Promise<TrackedFrame> => {
+  const render = (_pose: Pose, tMs: number): Promise<{ frame: TrackedFrame; renderMs: number }> => {
     started.push(tMs);
-    // This render "takes" 60 ms on the scheduler's clock.
-    nowMs += 60;
-    return Promise.resolve({ tMs } as unknown as TrackedFrame);
+    // This render took 60 ms in the worker.
+    return Promise.resolve({ frame: { tMs } as unknown as TrackedFrame, renderMs: 60 });
   };
   const states = new Subject<RobotState>();
   const frames: number[] = [];
-  const sub = workerUltrasoundFrames$(render, states, 100, () => undefined, clock).subscribe((f) => frames.push(f.tMs));
+  const sub = workerUltrasoundFrames$(render, states, 100).subscribe((f) => frames.push(f.tMs));
   states.next(state(0));
   await new Promise((r) => setTimeout(r, 5));
   states.next(state(10)); // due, but must wait ~60 ms

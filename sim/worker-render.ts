@@ -5,9 +5,15 @@ import { Eco3dError } from '../protocols/errors.ts';
 import type { TrackedFrame } from '../protocols/imaging.ts';
 import type { Pose } from '../protocols/robot.ts';
 
+/** A frame and how long its render took in the worker (ms). */
+export interface RenderedFrame {
+  readonly frame: TrackedFrame;
+  readonly renderMs: number;
+}
+
 export interface WorkerRenderer {
   /** Rejects with ECO3D_ERR_NOT_FINITE for a bad pose (as UltrasoundSimulator.render throws), ECO3D_ERR_TIMEOUT when the worker does not answer. */
-  render(pose: Pose, tMs: number): Promise<TrackedFrame>;
+  render(pose: Pose, tMs: number): Promise<RenderedFrame>;
   close(): Promise<void>;
 }
 
@@ -25,7 +31,7 @@ export async function startRenderWorker(phantomSeed: number): Promise<WorkerRend
     // keep the bare specifier
   }
   const w = new Worker(`import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { eval: true, name: 'us-render' });
-  const waiting = new Map<number, { resolve(f: TrackedFrame): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
+  const waiting = new Map<number, { resolve(f: RenderedFrame): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   let nextId = 0;
   let failed: Error | undefined;
   const fail = (err: Error): void => {
@@ -37,13 +43,13 @@ export async function startRenderWorker(phantomSeed: number): Promise<WorkerRend
     waiting.clear();
   };
   let onReady: (() => void) | undefined;
-  w.on('message', (m: { kind?: 'ready'; id?: number; frame?: TrackedFrame; error?: string }) => {
+  w.on('message', (m: { kind?: 'ready'; id?: number; frame?: TrackedFrame; renderMs?: number; error?: string }) => {
     if (m.kind === 'ready') return onReady?.();
     const p = waiting.get(m.id!);
     if (p === undefined) return; // timed out meanwhile
     waiting.delete(m.id!);
     clearTimeout(p.timer);
-    if (m.frame !== undefined) p.resolve(m.frame);
+    if (m.frame !== undefined) p.resolve({ frame: m.frame, renderMs: m.renderMs ?? 0 });
     else p.reject(new Eco3dError('ECO3D_ERR_NOT_FINITE', `ultrasound render: ${m.error}`));
   });
   w.on('error', (err) => fail(err));
@@ -67,7 +73,7 @@ export async function startRenderWorker(phantomSeed: number): Promise<WorkerRend
   w.unref();
   return {
     render: (pose, tMs) =>
-      new Promise<TrackedFrame>((resolve, reject) => {
+      new Promise<RenderedFrame>((resolve, reject) => {
         if (failed !== undefined) return reject(failed);
         const id = nextId++;
         const timer = setTimeout(() => {
