@@ -83,8 +83,9 @@ async function churn(t: TestContext): Promise<void> {
   const frameTimes: number[] = [];
   const stopVideo = watchVideo(operator.videoStream, (f) => frameTimes.push(f.receivedAtMs));
 
-  // A long, slow sweep (67 s of scanning) during which the first rounds run; on a 2-core test
-  // machine the later ones may come after it, and still check that memory is flat.
+  // A long, slow sweep (100 s of scanning) during which the first rounds run; on a 2-core test
+  // machine the later ones may come after it, and still check that memory is flat. (67 s was too
+  // short once in a full CI run: the first round of 20 joins took most of it.)
   const ws = new WebSocket(`${server.url.replace(/^http/, 'ws')}/ws/bedside`, { headers: { authorization: `Bearer ${bedside}` } });
   const states: string[] = [];
   ws.on('message', (d) => {
@@ -95,7 +96,7 @@ async function churn(t: TestContext): Promise<void> {
   });
   open.add(ws);
   await new Promise((r) => ws.once('open', r));
-  ws.send(JSON.stringify({ type: 'sweep-start', id: 'churn', plan: { kind: 'linear', startMm: { x: 450, y: -50 }, headingDeg: 0, lengthMm: 100, speedMmPerS: 1.5 } }));
+  ws.send(JSON.stringify({ type: 'sweep-start', id: 'churn', plan: { kind: 'linear', startMm: { x: 450, y: -50 }, headingDeg: 0, lengthMm: 100, speedMmPerS: 1 } }));
   while (!states.includes('scanning')) await sleep(50);
 
   const rss: number[] = [];
