@@ -3,13 +3,11 @@
 // server, and shuts them down in the reverse order.
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:net';
-import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { filter, map, share, type Observable, type Subscription } from 'rxjs';
 import { AcquisitionController, SafetySupervisor, TeleopSession, type SweepPlan } from '../controller/index.ts';
-import { Eco3dError, toEco3dError, torsoSkinHeightMm, watchEventLoop, type RobotDriver, type TrackedFrame } from '../protocols/index.ts';
+import { toEco3dError, torsoSkinHeightMm, watchEventLoop, type RobotDriver, type TrackedFrame } from '../protocols/index.ts';
 import { imageGeometry, imageToProbe, type UltrasoundSimulator } from '../sim/index.ts';
 import { liveGridFor, RemoteLiveHub, type LiveFrame, type LiveSweepShape } from '../streamer/index.ts';
 import {
@@ -54,6 +52,7 @@ import {
 } from '../store/index.ts';
 import { createFhirService, DicomArchive, fhirPushConsumer, pacsPushConsumer, parsePacsTarget, registerDicomWeb, registerFhir } from '../archive/index.ts';
 import { ACQUISITION_FILES, buildApp, type ApiRepo } from './app.ts';
+import { runEco3dInChild } from './child-command.ts';
 import { PACKAGE_VERSION } from './scan.ts';
 import { reportService, studyConsumer, studyFhir, type StudiesDeps } from './studies.ts';
 import { generatePassword, hashPassword, newSecret } from './auth-crypto.ts';
@@ -431,25 +430,7 @@ function reconstructCompletedAcquisitions(
 
 /** `eco3d reconstruct` in a child process: minutes of CPU never run on the control loop. */
 function reconstructInChildProcess(a: ReconstructArgs): Promise<ReconstructReport> {
-  const bin = fileURLToPath(new URL('../bin/eco3d.mjs', import.meta.url));
-  return new Promise((resolve, reject) => {
-    execFile(
-      process.execPath,
-      [bin, 'reconstruct', '--config-file', a.configFile, '--source-seq-file', a.sourceSeqFile, '--output-volume-file', a.outputVolumeFile, '--threads', '1'],
-      { maxBuffer: 16 * 1024 * 1024 },
-      (err, stdout, stderr) => {
-        if (err !== null) {
-          reject(new Eco3dError('ECO3D_ERR_INTERNAL', `eco3d reconstruct failed: ${stderr.trim().split('\n').pop() ?? err.message}`, { cause: err }));
-          return;
-        }
-        try {
-          resolve(JSON.parse(stdout.trim().split('\n').pop()!) as ReconstructReport);
-        } catch (e) {
-          reject(new Eco3dError('ECO3D_ERR_INTERNAL', 'eco3d reconstruct printed no report', { cause: e }));
-        }
-      },
-    );
-  });
+  return runEco3dInChild<ReconstructReport>(['reconstruct', '--config-file', a.configFile, '--source-seq-file', a.sourceSeqFile, '--output-volume-file', a.outputVolumeFile, '--threads', '1']);
 }
 
 function loadOrCreateSecret(dataDir: string): string {

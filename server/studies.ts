@@ -7,10 +7,8 @@
 // with back-off, and every step is idempotent (the study's UIDs are fixed by its manifest on the
 // first attempt, the archive answers a re-stored instance as a duplicate, FHIR writes are
 // upserts), so each completed acquisition becomes exactly one study.
-import { execFile } from 'node:child_process';
 import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   ENHANCED_US_VOLUME_SOP_CLASS_UID,
   Eco3dError,
@@ -38,6 +36,7 @@ import {
 import { diagnosticReportIdFor, type DicomArchive, type DicomSource, type FhirService } from '../archive/index.ts';
 import type { Principal } from './auth.ts';
 import type { ReportService, ReportView } from './app.ts';
+import { runEco3dInChild } from './child-command.ts';
 import type { Logger } from './log.ts';
 import { readScanStudy, type ScanStudy, type ScanStudyInput } from './scan-dicom.ts';
 
@@ -117,20 +116,7 @@ export function studyConsumer(d: StudiesDeps): OutboxConsumer {
 
 /** `eco3d study` in a child process (see the header). */
 function writeStudyInChildProcess(dir: string, metaFile: string): Promise<ScanStudy> {
-  const bin = fileURLToPath(new URL('../bin/eco3d.mjs', import.meta.url));
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [bin, 'study', dir, '--meta', metaFile], { maxBuffer: 16 * 1024 * 1024, timeout: 10 * 60_000 }, (err, stdout, stderr) => {
-      if (err !== null) {
-        reject(new Eco3dError('ECO3D_ERR_INTERNAL', `eco3d study failed: ${stderr.trim().split('\n').pop() ?? err.message}`, { cause: err }));
-        return;
-      }
-      try {
-        resolve(JSON.parse(stdout.trim().split('\n').pop()!) as ScanStudy);
-      } catch (e) {
-        reject(new Eco3dError('ECO3D_ERR_INTERNAL', 'eco3d study printed no study', { cause: e }));
-      }
-    });
-  });
+  return runEco3dInChild<ScanStudy>(['study', dir, '--meta', metaFile], { timeoutMs: 10 * 60_000 });
 }
 
 /** The report API's service: drafts and amendments in the store; signing also writes the SR and FHIR. */
