@@ -17,8 +17,9 @@
 // shared schema object: we do neither.
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { isMainThread, parentPort, Worker, workerData } from 'node:worker_threads';
+import { isMainThread, parentPort, workerData, type Worker } from 'node:worker_threads';
 import { Eco3dError } from '../protocols/errors.ts';
+import { startTsWorker } from '../protocols/ts-worker.ts';
 import type { FhirIssue } from '../protocols/fhir.ts';
 
 export type FhirValidatorKind = 'json-schema' | 'structure-definitions';
@@ -342,16 +343,8 @@ class WorkerValidator implements FhirValidator {
   }
 
   #spawn(): Worker {
-    // Node 20 ignores `--import tsx` in a Worker's execArgv: the worker registers tsx itself
-    // (as streamer/reconstruct.ts does), then imports this very module, which serves requests.
-    let tsxApi = 'tsx/esm/api';
-    try {
-      tsxApi = import.meta.resolve('tsx/esm/api');
-    } catch {
-      // keep the bare specifier
-    }
-    const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(import.meta.url)}); })`;
-    const w = new Worker(boot, { eval: true, workerData: { [WORKER_FLAG]: true, kinds: this.kinds }, name: 'fhir-validator' });
+    // The worker imports this very module, which then serves requests.
+    const w = startTsWorker(import.meta.url, { workerData: { [WORKER_FLAG]: true, kinds: this.kinds }, name: 'fhir-validator' });
     // An idle validator must not keep the process alive; pending calls keep it referenced.
     w.unref();
     w.on('message', (m: WorkerReply) => {

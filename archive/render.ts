@@ -9,10 +9,11 @@
 //
 // Encoding a 640×480 frame takes tens of milliseconds of pure JavaScript (jpeg-js, pngjs), and
 // the main thread runs the robot's control loop: `RenderPool` does it in a worker thread.
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { encode as encodeJpeg } from 'jpeg-js';
 import { PNG } from 'pngjs';
 import { Eco3dError } from '../protocols/errors.ts';
+import { startTsWorker } from '../protocols/ts-worker.ts';
 import { jsonNumber, jsonString, type DicomJsonDataset } from './dicom-json.ts';
 
 export type RenderFormat = 'png' | 'jpeg';
@@ -257,16 +258,7 @@ export class RenderPool implements FrameRenderer {
 
   #ensureWorker(): Worker {
     if (this.#worker !== undefined) return this.#worker;
-    const url = new URL('./render-worker.ts', import.meta.url);
-    // Node 20 ignores `--import tsx` in a Worker's execArgv, so the worker registers tsx itself
-    // (as streamer/reconstruct.ts does).
-    let tsxApi = 'tsx/esm/api';
-    try {
-      tsxApi = import.meta.resolve('tsx/esm/api');
-    } catch {
-      // keep the bare specifier
-    }
-    const w = new Worker(`import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { eval: true });
+    const w = startTsWorker(new URL('./render-worker.ts', import.meta.url));
     w.on('message', (m: WorkerReply) => {
       const p = this.#pending.get(m.id);
       if (p === undefined) return;

@@ -5,6 +5,7 @@ export * from './geometry.ts';
 export * from './scene.ts';
 export * from './events.ts';
 export * from './event-loop.ts';
+export * from './ts-worker.ts';
 export * from './teleop.ts';
 export * from './rosbridge.ts';
 export * from './serial.ts';

@@ -231,7 +231,8 @@ export function studyFhir(fhir: FhirService, archive: DicomArchive): StudyFhir {
   return {
     studyArchived: ({ tenantId, study, startedAtMs }) => publish(tenantId, study, startedAtMs),
     reportChanged: async ({ tenantId, report, measurements, study }) => {
-      if (study !== undefined) await publish(tenantId, study);
+      // A signed version's SR joins the study: the ImagingStudy lists it. A draft changes no series.
+      if (study !== undefined && report.status !== 'preliminary') await publish(tenantId, study);
       await fhir.publishReport({
         tenantId,
         // One report per study: its versions are the DiagnosticReport's versions.

@@ -1,7 +1,7 @@
 // The simulated scanner rendering in a worker thread (render-worker.ts), so that the control
 // loop's thread only receives finished frames (the pixel buffer is transferred, not copied).
-import { Worker } from 'node:worker_threads';
 import { Eco3dError } from '../protocols/errors.ts';
+import { startTsWorker } from '../protocols/ts-worker.ts';
 import type { TrackedFrame } from '../protocols/imaging.ts';
 import type { Pose } from '../protocols/robot.ts';
 
@@ -22,15 +22,7 @@ const RENDER_TIMEOUT_MS = 5000;
 const START_TIMEOUT_MS = 30_000;
 
 export async function startRenderWorker(phantomSeed: number): Promise<WorkerRenderer> {
-  const url = new URL('./render-worker.ts', import.meta.url);
-  // Node 20 ignores `--import tsx` in a Worker's execArgv, so the worker registers tsx itself.
-  let tsxApi = 'tsx/esm/api';
-  try {
-    tsxApi = import.meta.resolve('tsx/esm/api');
-  } catch {
-    // keep the bare specifier
-  }
-  const w = new Worker(`import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`, { eval: true, name: 'us-render' });
+  const w = startTsWorker(new URL('./render-worker.ts', import.meta.url), { name: 'us-render' });
   const waiting = new Map<number, { resolve(f: RenderedFrame): void; reject(e: Error): void; timer: NodeJS.Timeout }>();
   let nextId = 0;
   let failed: Error | undefined;

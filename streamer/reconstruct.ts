@@ -24,8 +24,9 @@
 // - Each pixel's position is computed as rowBase + u·step (never accumulated), and the
 //   in-volume pixel span of each row is solved once per row, so the inner loop has no bounds
 //   checks and no matrix multiply.
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { Eco3dError } from '../protocols/errors.ts';
+import { startTsWorker } from '../protocols/ts-worker.ts';
 import type { Mat4, TrackedFrame, Volume, VolumeGrid } from '../protocols/imaging.ts';
 
 export type Interpolation = 'NEAREST_NEIGHBOR' | 'LINEAR';
@@ -1576,17 +1577,9 @@ export class ReconstructionWorkerPool {
   static async create(size: number): Promise<ReconstructionWorkerPool> {
     if (!Number.isInteger(size) || size < 1) throw bad(`worker count must be an integer ≥ 1, got ${size}`);
     const url = new URL('./recon-worker.ts', import.meta.url);
-    // Node 20 ignores `--import tsx` in a Worker's execArgv, so the worker registers tsx itself.
-    let tsxApi = 'tsx/esm/api';
-    try {
-      tsxApi = import.meta.resolve('tsx/esm/api');
-    } catch {
-      // keep the bare specifier
-    }
-    const boot = `import(${JSON.stringify(tsxApi)}).then((m) => { m.register(); return import(${JSON.stringify(url.href)}); })`;
     const workers: Worker[] = [];
     try {
-      for (let i = 0; i < size; i++) workers.push(new Worker(boot, { eval: true }));
+      for (let i = 0; i < size; i++) workers.push(startTsWorker(url));
       await Promise.all(
         workers.map(
           (w) =>
