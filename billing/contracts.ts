@@ -162,6 +162,11 @@ export const TenantBillingSchema = z.strictObject({
   tenantId: IdSchema,
   timeZone: z.string().default(DEFAULT_TIME_ZONE),
   tax: TaxSchema,
+  /**
+   * A completed scan of a patient who already had a billable scan this many hours before is
+   * metered as not billable (`repeat-scan`); 0 turns the rule off. Metering applies it, not rate().
+   */
+  repeatScanWindowHours: z.number().int().min(0).max(24 * 366).default(0),
 });
 export type TenantBilling = z.infer<typeof TenantBillingSchema>;
 export type TenantBillingInput = z.input<typeof TenantBillingSchema>;

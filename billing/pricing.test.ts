@@ -254,6 +254,17 @@ void test('late usage of a closed period: billed now as the difference of the re
   assert.deepEqual(amounts(inv2), { 'COMMIT/c1/flat': 20_000, 'ADJ/2026-02/COMMIT/c1/flat': 6000, 'ADJ/2026-02/COMMIT/c1/true-up': -2000, TAX: 5280 });
 });
 
+void test('a billed event of a closed period reversed later: credited now, and a late one replaces it', () => {
+  const c = [contract({ kind: 'pay-per-scan', pricing: { scheme: 'graduated', tiers: TIERS } })];
+  const billedUsage = scans(11, '2026-02-02T08:00', 'dev-1', 'feb');
+  const lateUsage = scans(1, '2026-02-20T08:00', 'dev-1', 'late');
+  const inv = run({ contracts: c, usage: [], late: [{ period: '2026-02', billedUsage, lateUsage, reversedKeys: ['feb003', 'feb005'] }] });
+  // February billed 10 × 3000 + 1 × 2500; now it is 10 scans: 10 × 3000. The tier-2 scan goes.
+  assert.deepEqual(amounts(inv), { 'ADJ/2026-02/PPS/c1/tier-2': -2500, TAX: -550 });
+  assert.deepEqual(inv.lines[0]!.explanation.eventKeys, ['feb003', 'feb005', 'late001']);
+  throwsWith(() => run({ contracts: c, late: [{ period: '2026-02', billedUsage, lateUsage: [], reversedKeys: ['nope'] }] }), 'ECO3D_ERR_BAD_REQUEST', 'late[0].reversedKeys');
+});
+
 void test('bad inputs: a clear error with a code naming the field', () => {
   const c = [contract({ kind: 'pay-per-scan', pricing: { scheme: 'flat', unitPriceCents: 2500 } })];
   const [e] = scans(1);

@@ -46,6 +46,8 @@ export interface LateUsage {
   readonly billedUsage: readonly UsageEvent[];
   /** The usage that arrived late (occurred in `period`). */
   readonly lateUsage: readonly UsageEvent[];
+  /** Keys of billed events reversed since (ledger corrections): rated as if never billed. */
+  readonly reversedKeys?: readonly string[];
 }
 
 export interface RateInput {
@@ -628,17 +630,24 @@ function lateAdjustments(
     const seen = new Set<string>();
     checkUsage(l.billedUsage, `${field}.billedUsage`, w, seen);
     checkUsage(l.lateUsage, `${field}.lateUsage`, w, seen);
+    const reversed = new Set(l.reversedKeys ?? []);
+    requireArray(`${field}.reversedKeys`, l.reversedKeys ?? []);
+    for (const k of reversed) {
+      if (!l.billedUsage.some((e) => e.idempotencyKey === k)) throw bad(`${field}.reversedKeys`, `${String(k)} is not a billed event of ${l.period}`, { idempotencyKey: k });
+    }
     const before = ratePeriod(tenantId, tz, l.period, contracts, l.billedUsage, [], [], `${field}.billedUsage`);
-    const after = ratePeriod(tenantId, tz, l.period, contracts, [...l.billedUsage, ...l.lateUsage], [], [], `${field}.lateUsage`);
+    const kept = l.billedUsage.filter((e) => !reversed.has(e.idempotencyKey));
+    const after = ratePeriod(tenantId, tz, l.period, contracts, [...kept, ...l.lateUsage], [], [], `${field}.lateUsage`);
     const was = new Map(before.lines.map((x) => [x.code, x]));
-    const lateBillable = l.lateUsage.filter((e) => e.billable).sort(byTimeThenKey);
+    const contractOf = new Map([...before.contractOfEvent, ...after.contractOfEvent]);
+    const lateBillable = [...l.lateUsage.filter((e) => e.billable), ...l.billedUsage.filter((e) => reversed.has(e.idempotencyKey))].sort(byTimeThenKey);
     for (const now of after.lines) {
       const old = was.get(now.code);
       was.delete(now.code);
-      pushDelta(out, l.period, old, now, lateBillable, after.contractOfEvent);
+      pushDelta(out, l.period, old, now, lateBillable, contractOf);
     }
     // Lines that vanished (a true-up now covered by real scans): reversed in full.
-    for (const old of was.values()) pushDelta(out, l.period, old, undefined, lateBillable, after.contractOfEvent);
+    for (const old of was.values()) pushDelta(out, l.period, old, undefined, lateBillable, contractOf);
   }
   return out;
 }
@@ -651,13 +660,13 @@ function pushDelta(out: InvoiceLine[], period: Period, old: InvoiceLine | undefi
   const evs = lateEvents.filter((e) => contractOf.get(e.idempotencyKey)?.id === ref.contractId);
   out.push({
     code: `ADJ/${period}/${ref.code}`,
-    description: `Adjustment for ${period}, late usage: ${ref.description}`,
+    description: `Adjustment for ${period}, late usage or corrections: ${ref.description}`,
     ...(ref.contractId === undefined ? {} : { contractId: ref.contractId }),
     ...(ref.deviceId === undefined ? {} : { deviceId: ref.deviceId }),
     ...(ref.partyId === undefined ? {} : { partyId: ref.partyId }),
     quantity,
     amountCents: amount,
-    explanation: explain('late-usage-adjustment', evs, `re-rated ${period} with ${lateEvents.length} late events: ${now?.amountCents ?? 0} − ${old?.amountCents ?? 0} = ${amount}`),
+    explanation: explain('late-usage-adjustment', evs, `re-rated ${period} with ${lateEvents.length} late or reversed events: ${now?.amountCents ?? 0} − ${old?.amountCents ?? 0} = ${amount}`),
   });
 }
 

@@ -22,6 +22,10 @@ export const ERROR_CODES = {
   ECO3D_ERR_NOT_ACCEPTABLE: { httpStatus: 406, summary: 'None of the media types in Accept can be produced' },
   ECO3D_ERR_PAYLOAD_TOO_LARGE: { httpStatus: 413, summary: 'The request body is larger than the configured limit' },
   ECO3D_ERR_INVALID_RESOURCE: { httpStatus: 422, summary: 'A FHIR resource or DICOM object is well-formed but invalid (details in the OperationOutcome or failure reason)' },
+  // billing
+  ECO3D_ERR_UNKNOWN_TENANT: { httpStatus: 422, summary: 'The tenant named in the request does not exist' },
+  ECO3D_ERR_UNKNOWN_DEVICE: { httpStatus: 422, summary: 'The device named in the request is not registered in its tenant' },
+  ECO3D_ERR_PERIOD_CLOSED: { httpStatus: 409, summary: 'The billing period is invoiced: the change would alter an issued invoice' },
   // external systems
   ECO3D_ERR_UPSTREAM: { httpStatus: 502, summary: 'An external system (PACS, FHIR server, cloud) failed or answered an error' },
   // tele-operation and safety

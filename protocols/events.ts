@@ -109,7 +109,23 @@ export interface FhirResourceChangedV1 {
   readonly versionId: string;
 }
 
-export type DomainEvent = AcquisitionCompletedV1 | AcquisitionAbortedV1 | DicomInstanceStoredV1 | FhirResourceChangedV1;
+/** A scan metered by this instance (billing/ledger.ts): what an edge forwards to its cloud. */
+export interface UsageRecordedV1 {
+  readonly type: 'UsageRecorded';
+  readonly version: 1;
+  /** `UsageRecorded/<ledger idempotency key>`. */
+  readonly idempotencyKey: string;
+  readonly tenantId: string;
+  readonly deviceId: string;
+  readonly acquisitionUid: string;
+  /** When the acquisition ended, ISO 8601 UTC. */
+  readonly occurredAt: string;
+  readonly billable: boolean;
+  /** Why not billable (`aborted:estop`, `repeat-scan:<uid>`). */
+  readonly reason?: string;
+}
+
+export type DomainEvent = AcquisitionCompletedV1 | AcquisitionAbortedV1 | DicomInstanceStoredV1 | FhirResourceChangedV1 | UsageRecordedV1;
 export type DomainEventType = DomainEvent['type'];
 
 /** tenant + device + acquisition UID + event type: unique per acquisition outcome. */

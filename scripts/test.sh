@@ -12,6 +12,8 @@ command -v dciodvfy >/dev/null || need+=(dicom3tools)         # DICOM object val
 command -v dcmdump >/dev/null || need+=(dcmtk)                # DICOM dumps (what dciodvfy misses), storescp
 command -v Orthanc >/dev/null || need+=(orthanc)              # a real PACS for the DICOMweb tests
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
+command -v pdftotext >/dev/null || need+=(poppler-utils)     # invoice PDFs: text and structure checks
+command -v qpdf >/dev/null || need+=(qpdf)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   if [ "$(id -u)" != 0 ]; then echo "need root (or sudo) to apt-get install ${need[*]}" >&2; exit 1; fi
