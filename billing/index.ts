@@ -1,5 +1,5 @@
-// Billing's pure core: money, periods, contracts and rating (billing/PRICING.md). No database,
-// no HTTP: the ledger, the outbox consumer and the invoice API call these.
+// Billing (billing/PRICING.md): the pure core (money, periods, contracts, rating), the usage
+// ledger, ingestion, invoices and their exports, the outbox consumers and the HTTP API.
 export {
   type Cents,
   BPS_DENOMINATOR,
@@ -60,3 +60,11 @@ export {
   scanPricingAmount,
   uptime,
 } from './pricing.ts';
+export { USAGE_WRITE_SCOPE, MAX_BATCH_EVENTS, parseBatch, ingestBatch } from './ingest.ts';
+export { billingConsumer, uplinkConsumer, BILLING_CONSUMER, UPLINK_CONSUMER, USAGE_EVENTS_PATH } from './consumers.ts';
+export { meterAcquisition, reverseEntry, getBillingSettings, putBillingSettings, usageKey, type LedgerEntry } from './ledger.ts';
+export { listContracts, putContract } from './contract-store.ts';
+export { issueInvoice, viewInvoice, rerateIssued, listIssuedInvoices, billableTenants, type InvoiceView, type IssuedInvoice } from './invoices.ts';
+export { registerBilling, renderInvoice, runInvoices, INVOICE_FORMATS, type InvoiceFormat, type BillingPrincipal } from './routes.ts';
+export { invoiceToCsv, invoiceToFhir, invoiceToJson, invoiceToPdf, type InvoiceDocument } from './export.ts';
+export { billingOpenApiPaths } from './openapi.ts';

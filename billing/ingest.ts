@@ -7,6 +7,8 @@ import { issuedPeriods } from './contract-store.ts';
 import { appendEntries, getBillingSettings, keyOf, lockTenantLedger, type NewLedgerEntry, type RecordResult } from './ledger.ts';
 import { periodOf } from './periods.ts';
 
+/** The scope of a device's token for POST /api/billing/usage-events (bound to one device). */
+export const USAGE_WRITE_SCOPE = 'usage:write';
 export const MAX_BATCH_EVENTS = 10_000;
 /** Device clocks drift; further ahead than this an event is refused, not stored. */
 export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
@@ -61,7 +63,7 @@ export function parseBatch(raw: unknown, who: IngestPrincipal, nowMs: number): N
     const allowed = new Set(['type', 'tenantId', 'deviceId', 'acquisitionUid', 'occurredAt', 'occurredAtMs', 'billable', 'reason', 'quantity', 'outcome']);
     for (const k of Object.keys(ev)) if (!allowed.has(k)) issue(k, 'unknown field');
     if (ev.tenantId !== undefined && ev.tenantId !== who.tenantId) {
-      issue('tenantId', `the credentials are of tenant ${who.tenantId}, not ${String(ev.tenantId)}`, 'ECO3D_ERR_FORBIDDEN');
+      issue('tenantId', `the credentials are of tenant ${who.tenantId}, not ${JSON.stringify(ev.tenantId)}`, 'ECO3D_ERR_FORBIDDEN');
     }
     const type = ev.type;
     if (type !== 'scan' && type !== 'outcome') return issue('type', 'scan or outcome');
@@ -78,7 +80,7 @@ export function parseBatch(raw: unknown, who: IngestPrincipal, nowMs: number): N
     if (type === 'scan') {
       if (ev.outcome !== undefined) return issue('outcome', 'only an outcome event has one');
       if (ev.quantity !== undefined) {
-        if (typeof ev.quantity !== 'number' || !Number.isFinite(ev.quantity)) return issue('quantity', `not a finite number: ${String(ev.quantity)}`, 'ECO3D_ERR_NOT_FINITE');
+        if (typeof ev.quantity !== 'number' || !Number.isFinite(ev.quantity)) return issue('quantity', `not a finite number: ${typeof ev.quantity === 'number' ? String(ev.quantity) : JSON.stringify(ev.quantity)}`, 'ECO3D_ERR_NOT_FINITE');
         if (ev.quantity !== 1) return issue('quantity', `one acquisition is one scan: quantity must be 1, got ${ev.quantity}`);
       }
       const billable = ev.billable ?? true;

@@ -140,7 +140,12 @@ const accountBody = z
   .strict();
 const limitQuery = z.object({ limit: z.coerce.number().int().min(1).max(1000).default(100) });
 const tokenBody = z
-  .object({ name: z.string().trim().min(1).max(100), scopes: z.array(z.string().max(100)).max(32), ttlSeconds: z.number().optional() })
+  .object({
+    name: z.string().trim().min(1).max(100),
+    scopes: z.array(z.string().max(100)).max(32),
+    ttlSeconds: z.number().optional(),
+    deviceId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'a device id').optional(),
+  })
   .strict();
 const examBody = z
   .object({
@@ -362,7 +367,15 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     return reply
       .status(201)
       .header('cache-control', 'no-store')
-      .send({ id: record.id, token, name: record.name, scopes: record.scopes, tenantId: record.tenantId, expiresAtMs: record.expiresAtMs });
+      .send({
+        id: record.id,
+        token,
+        name: record.name,
+        scopes: record.scopes,
+        tenantId: record.tenantId,
+        expiresAtMs: record.expiresAtMs,
+        ...(record.deviceId === undefined ? {} : { deviceId: record.deviceId }),
+      });
   });
 
   app.get('/api/auth/tokens', async (req) => {

@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import { Eco3dError } from '../protocols/index.ts';
 import { LIVE_SCOPES, type LiveGrants, type ViewerTier } from '../protocols/live.ts';
+import { USAGE_WRITE_SCOPE } from '../billing/index.ts';
 import { isScopedToken, newScopedToken, scopedTokenHash, signToken, verifyPassword, verifyToken } from './auth-crypto.ts';
 
 import { ROLES, type ApiToken, type Role } from '../store/index.ts';
@@ -19,7 +20,7 @@ export { ROLES, type Role };
  * Every scope a token can be granted: the one list `POST /api/auth/tokens` checks against.
  * Later issues add theirs here (`study:deidentified:read`, `results:write`).
  */
-export const TOKEN_SCOPES: readonly string[] = [...LIVE_SCOPES, 'dicomweb:read', 'dicomweb:write', 'fhir:read', 'fhir:write'];
+export const TOKEN_SCOPES: readonly string[] = [...LIVE_SCOPES, 'dicomweb:read', 'dicomweb:write', 'fhir:read', 'fhir:write', USAGE_WRITE_SCOPE];
 
 /** A principal's role: an account's, or `service` for a scoped token (admitted by no role list). */
 export type PrincipalRole = Role | 'service';
@@ -37,6 +38,8 @@ export interface Principal {
   readonly kind: 'session' | 'token';
   /** A token's scopes; null for a user session (its role decides). */
   readonly scopes: readonly string[] | null;
+  /** A device token's device (usage ingestion accepts only its events). */
+  readonly deviceId?: string;
 }
 
 export interface AccountInfo {
@@ -67,6 +70,7 @@ export interface AuthRepo {
     createdBy: string;
     createdAtMs: number;
     expiresAtMs: number;
+    deviceId?: string | undefined;
   }): Promise<ApiToken>;
   /** The unexpired, unrevoked token with this hash, or null. */
   findActiveScopedToken(tokenHash: string, nowMs: number): Promise<ApiToken | null>;
@@ -130,12 +134,15 @@ export class AuthService {
    * Mints a scoped token in the admin's tenant. The token is in the answer only: the database
    * keeps its hash. Unknown scopes and lifetimes out of TOKEN_TTL_S are ECO3D_ERR_BAD_REQUEST.
    */
-  async mintToken(by: Principal, req: { name: string; scopes: readonly string[]; ttlSeconds?: number | undefined }): Promise<{ token: string; record: ApiToken }> {
+  async mintToken(by: Principal, req: { name: string; scopes: readonly string[]; ttlSeconds?: number | undefined; deviceId?: string | undefined }): Promise<{ token: string; record: ApiToken }> {
     const unknown = req.scopes.filter((s) => !TOKEN_SCOPES.includes(s));
     if (unknown.length > 0) {
       throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `unknown scope ${unknown.map((s) => JSON.stringify(s)).join(', ')}: a token can have ${TOKEN_SCOPES.join(', ')}`);
     }
     if (req.scopes.length === 0) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `a token needs at least one scope of ${TOKEN_SCOPES.join(', ')}`);
+    if (req.scopes.includes(USAGE_WRITE_SCOPE) && req.deviceId === undefined) {
+      throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `a ${USAGE_WRITE_SCOPE} token is a device's: give its deviceId`, { details: { field: 'deviceId' } });
+    }
     const ttlS = req.ttlSeconds ?? TOKEN_TTL_S.default;
     if (!Number.isInteger(ttlS) || ttlS < TOKEN_TTL_S.min || ttlS > TOKEN_TTL_S.max) {
       throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `ttlSeconds is a whole number from ${TOKEN_TTL_S.min} to ${TOKEN_TTL_S.max} (30 days), got ${ttlS}`);
@@ -150,6 +157,7 @@ export class AuthService {
       createdBy: by.username,
       createdAtMs,
       expiresAtMs: createdAtMs + ttlS * 1000,
+      ...(req.deviceId === undefined ? {} : { deviceId: req.deviceId }),
     });
     return { token, record };
   }
@@ -197,6 +205,7 @@ const tokenPrincipal = (t: ApiToken): Principal => ({
   sessionId: t.id,
   kind: 'token',
   scopes: t.scopes,
+  ...(t.deviceId === undefined ? {} : { deviceId: t.deviceId }),
 });
 
 /** A signed-in account with one of `roles`. A scoped token never passes (its role is `service`). */

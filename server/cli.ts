@@ -62,6 +62,8 @@ program
   .option('--public-url <url>', 'the URL clients reach this server at, for DICOMweb and FHIR links (ECO3D_PUBLIC_URL; default the listening URL)')
   .option('--pacs <url>', 'push every stored study to this PACS/VNA: a DICOMweb base URL (STOW-RS) or dicom://AET@host:port (C-STORE) (ECO3D_PACS_URL; credentials ECO3D_PACS_USER + ECO3D_PACS_PASSWORD, or ECO3D_PACS_TOKEN)')
   .option('--fhir-server <url>', 'send our FHIR resources to this FHIR R4 base URL (ECO3D_FHIR_SERVER_URL; credentials ECO3D_FHIR_SERVER_USER + _PASSWORD, or _TOKEN)')
+  .option('--uplink <url>', 'edge → cloud: forward every metered scan to this cloud instance (ECO3D_UPLINK_URL)')
+  .option('--uplink-token <token>', "the device's usage:write token minted by the cloud (ECO3D_UPLINK_TOKEN, preferred: flags show in ps)")
   .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (LOG_LEVEL)')
   .action(async (flags: Record<string, string | boolean | undefined>) => {
     let cfg;

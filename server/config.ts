@@ -65,6 +65,8 @@ export interface ServerConfig {
   readonly pacs: ExternalEndpoint | undefined;
   /** An external FHIR R4 server to send our resources to (its base URL). */
   readonly fhirServer: ExternalEndpoint | undefined;
+  /** Edge → cloud: forward every scan metered here to this cloud instance, with a device token. */
+  readonly uplink: { readonly url: string; readonly token: string } | undefined;
 }
 
 /** Credentials come from the environment only: flags show up in `ps`. */
@@ -235,11 +237,23 @@ export function loadConfig(input: ConfigInput): ServerConfig {
   }
   const pacs = externalEndpoint(input, 'pacs', 'ECO3D_PACS', problems, true);
   const fhirServer = externalEndpoint(input, 'fhirServer', 'ECO3D_FHIR_SERVER', problems);
+  // The issue's flag is --uplink-token; ECO3D_UPLINK_TOKEN is the better home (flags show in ps).
+  const uplinkUrl = pick(input, 'uplink', 'ECO3D_UPLINK_URL');
+  const uplinkToken = pick(input, 'uplinkToken', 'ECO3D_UPLINK_TOKEN');
+  let uplink: ServerConfig['uplink'];
+  if (uplinkUrl.value !== undefined) {
+    if (!/^https?:\/\/[^/\s]+(\/[^\s]*)?$/.test(uplinkUrl.value)) problems.push(`${uplinkUrl.source}: expected the cloud instance's http(s)://host[:port], got "${uplinkUrl.value}"`);
+    else if (uplinkToken.value === undefined || !uplinkToken.value.startsWith('e3t_')) problems.push(`${uplinkToken.source}: --uplink needs the device's usage:write token (e3t_…) minted by the cloud`);
+    else uplink = { url: uplinkUrl.value.replace(/\/+$/, ''), token: uplinkToken.value };
+  } else if (uplinkToken.value !== undefined) {
+    problems.push(`${uplinkToken.source}: an uplink token without --uplink URL`);
+  }
 
   const cfg: ServerConfig = {
     publicUrl: publicUrl.value?.replace(/\/+$/, ''),
     pacs,
     fhirServer,
+    uplink,
     viewerBuild: input.env['ECO3D_VIEWER_BUILD'] !== 'skip',
     iceServers,
     tenantId,

@@ -1,5 +1,6 @@
 // The OpenAPI 3.1 document of the product's own JSON API (`GET /api/openapi.json`).
 // DICOMweb and FHIR follow their own standards and are not described here.
+import { billingOpenApiPaths } from '../billing/index.ts';
 import { TOKEN_SCOPES } from './auth.ts';
 
 const error = { $ref: '#/components/schemas/Error' };
@@ -52,7 +53,7 @@ export function openApiDocument(): Record<string, unknown> {
         MintedToken: {
           type: 'object',
           required: ['id', 'token', 'name', 'scopes', 'tenantId', 'expiresAtMs'],
-          properties: { id: str, token: { type: 'string', description: 'e3t_…: shown once, stored only as a hash' }, name: str, scopes: { type: 'array', items: str }, tenantId: str, expiresAtMs: ms },
+          properties: { id: str, token: { type: 'string', description: 'e3t_…: shown once, stored only as a hash' }, name: str, scopes: { type: 'array', items: str }, tenantId: str, expiresAtMs: ms, deviceId: str },
         },
         Token: {
           type: 'object',
@@ -168,6 +169,7 @@ export function openApiDocument(): Record<string, unknown> {
               name: { type: 'string', minLength: 1, maxLength: 100 },
               scopes: { type: 'array', minItems: 1, items: { enum: [...TOKEN_SCOPES] } },
               ttlSeconds: { type: 'integer', minimum: 60, maximum: 2592000, default: 3600 },
+              deviceId: { type: 'string', description: 'binds the token to a registered device; required with usage:write' },
             },
           }),
           responses: { '201': { description: 'minted; the token is in this answer only', ...json(ref('MintedToken')) }, ...errors },
@@ -346,6 +348,7 @@ export function openApiDocument(): Record<string, unknown> {
       '/api/audit': { get: { summary: 'Audit log (admins); reading it is itself audited', responses: { '200': { description: 'list' }, ...errors } } },
       '/ws/operator': { get: { summary: 'Tele-operation WebSocket (sonographer); messages in protocols/teleop.ts', responses: { '101': { description: 'upgraded' }, ...errors } } },
       '/ws/bedside': { get: { summary: 'Bedside WebSocket (bedside staff): e-stop, reset, stop, sweeps', responses: { '101': { description: 'upgraded' }, ...errors } } },
+      ...billingOpenApiPaths(),
     },
   };
 }

@@ -50,6 +50,7 @@ import {
   type Database,
   type DataDirLock,
 } from '../store/index.ts';
+import { billingConsumer, periodOf, putContract, listContracts, registerBilling, uplinkConsumer } from '../billing/index.ts';
 import { createFhirService, DicomArchive, fhirPushConsumer, pacsPushConsumer, parsePacsTarget, registerDicomWeb, registerFhir } from '../archive/index.ts';
 import { ACQUISITION_FILES, buildApp, type ApiRepo } from './app.ts';
 import { runEco3dInChild } from './child-command.ts';
@@ -210,6 +211,9 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
       log,
     };
     dispatcher.register(studyConsumer(studies));
+    // Every finished acquisition is metered (billing/); an edge forwards its scans to the cloud.
+    dispatcher.register(billingConsumer(db));
+    if (cfg.uplink !== undefined) dispatcher.register(uplinkConsumer(cfg.uplink));
     await dispatcher.start();
     // Stops before the imaging above is torn down: a study in progress waits for its images.
     cleanups.push(() => dispatcher.stop());
@@ -289,6 +293,14 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
             },
             maxStowBytes: MAX_STOW_BYTES,
             baseUrl: `${publicUrl}/dicom-web`,
+          }),
+        (app) =>
+          registerBilling(app, {
+            db,
+            publicUrl,
+            audit: async (e) => {
+              await appendAudit(db, e);
+            },
           }),
         async (app) => {
           await registerFhir(app, {
@@ -453,6 +465,23 @@ async function bootstrap(db: Database, cfg: ServerConfig, announce: Announce): P
   await ensureTenant(db, { id: cfg.tenantId, name: demo ? 'Demo hospital' : cfg.tenantId });
   await ensureDevice(db, { tenantId: cfg.tenantId, id: cfg.deviceId, model: cfg.robot.kind === 'sim' ? 'eco3d-sim UR5e-class' : `robot over ${cfg.robot.kind}` });
   if (!demo) return;
+  // The demo's simulated robot is priced like the seed's pay-per-scan offer (10–30 EUR a scan),
+  // so that its scans show as revenue on the dashboard from the first sweep.
+  if (cfg.robot.kind === 'sim' && (await listContracts(db, cfg.tenantId)).length === 0) {
+    await putContract(
+      db,
+      cfg.tenantId,
+      {
+        id: 'demo-pay-per-scan',
+        tenantId: cfg.tenantId,
+        deviceId: cfg.deviceId,
+        validFrom: `${periodOf(Date.now())}-01`,
+        validTo: null,
+        model: { kind: 'pay-per-scan', pricing: { scheme: 'flat', unitPriceCents: 2000 } },
+      },
+      'system',
+    );
+  }
   for (const [username, role] of [
     ['demo-sonographer', 'sonographer'],
     ['demo-bedside', 'bedside'],

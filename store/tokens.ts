@@ -3,7 +3,8 @@
 // scopes exist is server/'s business; this layer checks their shape.
 import { randomUUID } from 'node:crypto';
 import type { Queryable } from './database.ts';
-import { badRequest, finiteMs, iso, rethrowConstraint } from './util.ts';
+import { Eco3dError } from '../protocols/errors.ts';
+import { badRequest, finiteMs, iso, pgErrorCode, rethrowConstraint } from './util.ts';
 
 export interface ApiToken {
   readonly id: string;
@@ -16,6 +17,8 @@ export interface ApiToken {
   readonly expiresAtMs: number;
   readonly revokedAtMs?: number;
   readonly revokedBy?: string;
+  /** A device token (usage ingestion): only this device's events are accepted with it. */
+  readonly deviceId?: string;
 }
 
 interface TokenRow {
@@ -29,6 +32,7 @@ interface TokenRow {
   expires_at: Date;
   revoked_at: Date | null;
   revoked_by: string | null;
+  device_id: string | null;
 }
 
 const toToken = (r: TokenRow): ApiToken => ({
@@ -41,6 +45,7 @@ const toToken = (r: TokenRow): ApiToken => ({
   expiresAtMs: r.expires_at.getTime(),
   ...(r.revoked_at === null ? {} : { revokedAtMs: r.revoked_at.getTime() }),
   ...(r.revoked_by === null ? {} : { revokedBy: r.revoked_by }),
+  ...(r.device_id === null ? {} : { deviceId: r.device_id }),
 });
 
 const SCOPE = /^[a-z][a-z0-9]*(:[a-z][a-z0-9-]*)+$/;
@@ -51,7 +56,7 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
 /** Stores a new token. `tokenHash` is a hash of the token (at least 32 characters), never the token. */
 export async function createApiToken(
   q: Queryable,
-  t: { tokenHash: string; tenantId: string; name: string; scopes: readonly string[]; createdBy: string; createdAtMs: number; expiresAtMs: number },
+  t: { tokenHash: string; tenantId: string; name: string; scopes: readonly string[]; createdBy: string; createdAtMs: number; expiresAtMs: number; deviceId?: string | undefined },
 ): Promise<ApiToken> {
   if (t.tokenHash.length < 32) throw badRequest('a token is stored as its hash (at least 32 characters)');
   const name = t.name.trim();
@@ -63,12 +68,15 @@ export async function createApiToken(
   const scopes = [...new Set(t.scopes)];
   try {
     const rows = await q.query<TokenRow>(
-      `INSERT INTO api_tokens (id, token_hash, tenant_id, name, scopes, created_by, created_at, expires_at)
-       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::timestamptz, $8::timestamptz) RETURNING *`,
-      [randomUUID(), t.tokenHash, t.tenantId, name, JSON.stringify(scopes), t.createdBy, iso(t.createdAtMs), iso(t.expiresAtMs)],
+      `INSERT INTO api_tokens (id, token_hash, tenant_id, name, scopes, created_by, created_at, expires_at, device_id)
+       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::timestamptz, $8::timestamptz, $9) RETURNING *`,
+      [randomUUID(), t.tokenHash, t.tenantId, name, JSON.stringify(scopes), t.createdBy, iso(t.createdAtMs), iso(t.expiresAtMs), t.deviceId ?? null],
     );
     return toToken(rows[0]!);
   } catch (err) {
+    if (t.deviceId !== undefined && pgErrorCode(err) === '23503') {
+      throw new Eco3dError('ECO3D_ERR_UNKNOWN_DEVICE', `device ${t.deviceId} is not registered in tenant ${t.tenantId}`, { cause: err });
+    }
     return rethrowConstraint(err, { duplicate: 'token hash collision', missingParent: `tenant ${t.tenantId} does not exist` });
   }
 }

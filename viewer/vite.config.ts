@@ -1,6 +1,6 @@
 // Vite build of the browser apps: `npx vite build --config viewer/vite.config.ts` → viewer/dist/.
 // Multi-page: login + navigation (index), sonographer console, bedside panel, AR plugin example,
-// study browser and report (studies).
+// study browser and report (studies), billing dashboard for admins (billing).
 // A plain object (no `vite` import) so that this file type-checks with the browser code and
 // without Node's types.
 const root = decodeURIComponent(new URL('.', import.meta.url).pathname).replace(/\/$/, '');
@@ -24,6 +24,7 @@ export default {
         bedside: `${root}/bedside.html`,
         'ar-example': `${root}/ar-example.html`,
         studies: `${root}/studies.html`,
+        billing: `${root}/billing.html`,
       },
     },
   },
