@@ -27,8 +27,9 @@ export interface InvoiceDocument {
   /** Issued invoices only. */
   readonly issuedAtMs?: number;
   /**
-   * Issued invoices only: hex SHA-256 of the canonical issued invoice JSON, i.e. of
-   * `invoiceToJson` of this document without `sha256`. Printed on the PDF, not verified here.
+   * Issued invoices only: hex SHA-256 of the canonical issued invoice JSON (invoices.ts
+   * canonicalInvoiceJson: the invoice as rate() built it, which is byte for byte the `invoice`
+   * member of invoiceToJson). Printed on the PDF and in the FHIR notes, not verified here.
    */
   readonly sha256?: string;
 }
@@ -117,10 +118,13 @@ function check(doc: InvoiceDocument): Checked {
   if (inv.currency !== 'EUR') throw bad('doc.invoice.currency', `only EUR is supported, got ${JSON.stringify(inv.currency)}`);
   requireSafeInteger('doc.invoice.periodStartMs', inv.periodStartMs);
   if (requireSafeInteger('doc.invoice.periodEndMs', inv.periodEndMs) <= inv.periodStartMs) throw bad('doc.invoice.periodEndMs', 'must be after periodStartMs');
-  if (!Array.isArray(inv.lines) || inv.lines.length === 0) throw bad('doc.invoice.lines', 'a non-empty array of lines is required (the tax line at least)');
+  const lines: readonly InvoiceLine[] = inv.lines;
+  // Checked through `unknown`: Array.isArray narrows a readonly array to any[].
+  const raw: unknown = inv.lines;
+  if (!Array.isArray(raw) || lines.length === 0) throw bad('doc.invoice.lines', 'a non-empty array of lines is required (the tax line at least)');
   const codes = new Set<string>();
   let sum = 0n;
-  inv.lines.forEach((l: InvoiceLine, i) => {
+  lines.forEach((l, i) => {
     const f = `doc.invoice.lines[${i}]`;
     if (l === null || typeof l !== 'object') throw bad(f, 'a line object is required');
     requireText(`${f}.code`, l.code, 512);
@@ -134,17 +138,17 @@ function check(doc: InvoiceDocument): Checked {
     requireText(`${f}.explanation.rule`, l.explanation.rule, 64);
     requireSafeInteger(`${f}.explanation.eventCount`, l.explanation.eventCount);
     if (typeof l.explanation.formula !== 'string') throw bad(`${f}.explanation.formula`, 'a string is required');
-    const last = i === inv.lines.length - 1;
+    const last = i === lines.length - 1;
     if (isTaxLine(l) !== last) throw bad(f, last ? 'the last line must be the tax line' : 'only the last line may be a tax line');
     if (!last) sum += BigInt(l.amountCents);
   });
-  const tax = inv.lines.at(-1)!;
+  const tax = lines.at(-1)!;
   const t = inv.totals;
   if (t === null || typeof t !== 'object') throw bad('doc.invoice.totals', 'totals are required');
   if (BigInt(requireSafeInteger('doc.invoice.totals.subtotalCents', t.subtotalCents)) !== sum) throw bad('doc.invoice.totals.subtotalCents', `is ${t.subtotalCents}, the lines sum to ${sum}`);
   if (requireSafeInteger('doc.invoice.totals.taxCents', t.taxCents) !== tax.amountCents) throw bad('doc.invoice.totals.taxCents', `is ${t.taxCents}, the tax line says ${tax.amountCents}`);
   if (BigInt(requireSafeInteger('doc.invoice.totals.totalCents', t.totalCents)) !== sum + BigInt(t.taxCents)) throw bad('doc.invoice.totals.totalCents', `is ${t.totalCents}, not subtotal + tax`);
-  return { doc, inv, charges: inv.lines.slice(0, -1), tax, issued };
+  return { doc, inv, charges: lines.slice(0, -1), tax, issued };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,7 +269,9 @@ export function invoiceToCsv(doc: InvoiceDocument): string {
     total('TAX', tax.description, t.taxCents, tax.explanation.formula),
     total('TOTAL', 'Total', t.totalCents, `${t.subtotalCents} + ${t.taxCents} = ${t.totalCents}`),
   );
-  return stringify(rows, { header: true, columns: [...CSV_COLUMNS], record_delimiter: 'windows' });
+  // quoted_match: csv-stringify quotes a field holding the record delimiter (CRLF) but not one
+  // holding a lone CR or LF, which RFC 4180 readers would take for the end of the record.
+  return stringify(rows, { header: true, columns: [...CSV_COLUMNS], record_delimiter: 'windows', quoted_match: /[\r\n]/ });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -289,7 +295,8 @@ function periodDays(inv: Invoice): { first: string; last: string } {
 // PDF
 
 // pdfkit writes the standard fonts in WinAnsiEncoding and emits any other character as a
-// broken multi-byte hex code: keep what WinAnsi has, spell the minus sign, replace the rest.
+// broken multi-byte hex code: keep what WinAnsi has, spell the minus sign and the arrow that
+// formulas use, replace the rest.
 const WIN_ANSI_EXTRA = new Set([
   0x152, 0x153, 0x160, 0x161, 0x178, 0x17d, 0x17e, 0x192, 0x2c6, 0x2dc, 0x2013, 0x2014, 0x2018, 0x2019, 0x201a, 0x201c, 0x201d, 0x201e, 0x2020, 0x2021, 0x2022, 0x2026,
   0x2030, 0x2039, 0x203a, 0x20ac, 0x2122,
@@ -301,6 +308,7 @@ function pdfText(s: string): string {
     const c = ch.codePointAt(0)!;
     if ((c >= 0x20 && c < 0x7f) || (c >= 0xa0 && c <= 0xff) || WIN_ANSI_EXTRA.has(c)) out += ch;
     else if (c === 0x2212) out += '-';
+    else if (c === 0x2192) out += '->';
     else if (c === 0x09 || c === 0x0a || c === 0x0d || c === 0x2009 || c === 0x202f) out += ' ';
     else out += '?';
   }

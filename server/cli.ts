@@ -9,6 +9,7 @@ import { loadConfig, parseRobotTarget } from './config.ts';
 import { createLogger, type Logger } from './log.ts';
 import { startServer } from './runtime.ts';
 import { runExport } from './export-command.ts';
+import { runInvoice } from './invoice-command.ts';
 import { runReconstruct } from './reconstruct-command.ts';
 import { runScan } from './scan.ts';
 import { writeScanStudy, type ScanStudyInput } from './scan-dicom.ts';
@@ -164,6 +165,26 @@ program
       }
       const report = await runExport({ inputFile: resolve(input), outputFile: resolve(flags.out), ...(level === undefined ? {} : { thresholdLevel: level }) });
       process.stdout.write(`${JSON.stringify(report)}\n`);
+      process.exit(0);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('invoice')
+  .description("a tenant's invoice of a month: the issued one, or the open period's preview (from the data directory's database, or DATABASE_URL)")
+  .requiredOption('--tenant <id>', 'tenant (hospital or consortium)')
+  .requiredOption('--period <YYYY-MM>', "the month, in the tenant's time zone")
+  .addOption(new Option('--format <format>', 'output format').choices(['json', 'csv', 'pdf', 'fhir']).default('json'))
+  .option('--issue', 'issue it first (a month that is over; idempotent: an issued invoice never changes)')
+  .option('--out <file>', 'write to this file instead of stdout')
+  .option('--data <dir>', 'data directory (ECO3D_DATA; default ./eco3d-data)')
+  .action(async (flags: { tenant: string; period: string; format: 'json' | 'csv' | 'pdf' | 'fhir'; issue?: boolean; out?: string; data?: string }) => {
+    try {
+      const cfg = loadConfig({ flags: flags.data === undefined ? {} : { data: flags.data }, env: process.env });
+      const r = await runInvoice(cfg, { tenantId: flags.tenant, period: flags.period, format: flags.format, issue: flags.issue === true, outFile: flags.out === undefined ? undefined : resolve(flags.out) });
+      if (flags.out !== undefined) process.stdout.write(`${JSON.stringify(r)}\n`);
       process.exit(0);
     } catch (err) {
       fail(err);
