@@ -75,4 +75,8 @@ void test('PRICING.md: the worked example invoice is what rate() computes, to th
   assert.equal(table, renderTable(inv));
   // The totals the prose quotes.
   assert.ok(doc.includes(`**${formatEuro(inv.totals.totalCents)} EUR**`), 'the total quoted in the text');
+  // README.md shows the same invoice.
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  assert.equal(between(readme, '<!-- example:lines -->', '<!-- /example:lines -->'), renderTable(inv), 'README.md shows the worked invoice as computed');
+  assert.ok(readme.includes(`**${formatEuro(inv.totals.totalCents)} EUR**`), 'README.md quotes the total');
 });
