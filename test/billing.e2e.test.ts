@@ -153,6 +153,35 @@ for (const database of databasesUnderTest()) describe(`billing through the serve
     const ledger = await t.api(`/api/billing/usage?period=${periodOf(at)}`, { token: admin });
     assert.equal((ledger.body as { entries: { deviceId: string }[] }).entries.filter((e) => e.deviceId === 'edge-9').length, 1, 'nothing written by any refused batch');
 
+    // Contracts over HTTP: overlap, non-integer money, unknown device, another tenant; nothing written.
+    const contract = (id: string, over: Record<string, unknown> = {}) => ({
+      tenantId: 'demo',
+      deviceId: 'edge-9',
+      validFrom: '2026-01-01',
+      validTo: null,
+      model: { kind: 'lease', monthlyFeeCents: 400_000, includedScans: 100, overageUnitPriceCents: 1500 },
+      ...over,
+    });
+    const put = (id: string, body: unknown) => t.api(`/api/billing/contracts/${id}`, { method: 'PUT', token: admin, body });
+    assert.equal((await put('lease-9', contract('lease-9'))).status, 201);
+    const contractCases: [string, unknown, number, string][] = [
+      ['lease-9b', contract('lease-9b', { validFrom: '2026-06-01' }), 409, 'ECO3D_ERR_CONFLICT'],
+      ['lease-9c', contract('lease-9c', { validFrom: '2030-01-01', model: { kind: 'lease', monthlyFeeCents: 4000.5, includedScans: 100, overageUnitPriceCents: 1500 } }), 400, 'ECO3D_ERR_BAD_REQUEST'],
+      ['lease-9d', contract('lease-9d', { validFrom: '2030-01-01', deviceId: 'ghost' }), 422, 'ECO3D_ERR_UNKNOWN_DEVICE'],
+      ['lease-9e', contract('lease-9e', { validFrom: '2030-01-01', tenantId: 'other' }), 403, 'ECO3D_ERR_FORBIDDEN'],
+      ['lease-9f', contract('lease-9f', { validFrom: '2030-02-30' }), 400, 'ECO3D_ERR_BAD_REQUEST'],
+      ['lease-9g', contract('lease-9g', { validFrom: '2030-01-01', model: { kind: 'barter' } }), 400, 'ECO3D_ERR_BAD_REQUEST'],
+    ];
+    for (const [id, body, status, code] of contractCases) {
+      const r = await put(id, body);
+      assert.deepEqual([r.status, r.body.code], [status, code], `${id}: ${JSON.stringify(r.body)}`);
+    }
+    const listed = (await t.api('/api/billing/contracts', { token: admin })).body as { contracts: { id: string }[] };
+    assert.deepEqual(listed.contracts.map((c) => c.id).filter((id) => id.startsWith('lease-9')), ['lease-9']);
+    const platform = await t.login('admin', ADMIN_PASSWORD);
+    const noTenant = await t.api('/api/billing/settings?tenant=no-such-hospital', { method: 'PUT', token: platform, body: { tax: { kind: 'exempt', reason: 'art. 10' } } });
+    assert.deepEqual([noTenant.status, noTenant.body.code], [422, 'ECO3D_ERR_UNKNOWN_TENANT']);
+
     const doc = (await t.api('/api/openapi.json')).body as { paths: Record<string, unknown> };
     for (const p of ['/api/billing/usage-events', '/api/billing/invoices/{tenant}/{period}', '/api/billing/dashboard', '/api/billing/contracts/{id}']) assert.ok(p in doc.paths, `OpenAPI documents ${p}`);
   });
