@@ -74,10 +74,21 @@ program
       fail(err);
     }
     const log = createLogger(cfg.logLevel);
+    // A signal while starting is kept and acted on once the server is up: killing the process
+    // mid-start would leave PGlite unclosed (it has no crash recovery).
+    let early: NodeJS.Signals | undefined;
+    const keep = (sig: NodeJS.Signals): void => {
+      early ??= sig;
+    };
+    process.on('SIGINT', keep);
+    process.on('SIGTERM', keep);
     try {
       const server = await startServer(cfg, log, (line) => process.stdout.write(`${line}\n`));
-      process.stdout.write(`Eco3D is up at ${server.url} (robot: ${cfg.robot.kind}, database: ${server.db.kind}, data: ${cfg.dataDir})\n`);
       untilSignal(log, () => server.close());
+      process.off('SIGINT', keep);
+      process.off('SIGTERM', keep);
+      process.stdout.write(`Eco3D is up at ${server.url} (robot: ${cfg.robot.kind}, database: ${server.db.kind}, data: ${cfg.dataDir})\n`);
+      if (early !== undefined) process.kill(process.pid, early);
     } catch (err) {
       fail(err);
     }
