@@ -10,7 +10,7 @@
 // Invoices are issued in period order, so every entry is billed exactly once.
 import { createHash } from 'node:crypto';
 import { Eco3dError } from '../protocols/errors.ts';
-import { listAvailability, type Database, type Queryable } from '../store/index.ts';
+import { type Database, type Queryable } from '../store/index.ts';
 import { type Contract, type TenantBilling } from './contracts.ts';
 import { issuedPeriods, listContracts } from './contract-store.ts';
 import { getBillingSettings, LEDGER_COLUMNS, lockTenantLedger, toEntry, type LedgerEntry, type LedgerRow } from './ledger.ts';
@@ -71,20 +71,37 @@ export async function rateFromLedger(q: Queryable, inputs: RatingInputs, period:
   const tz = inputs.tenant.timeZone;
   const { startMs, endMs } = periodBounds(period, tz);
   const iso = (ms: number): string => new Date(ms).toISOString();
-  const current = await entries(
-    q,
-    `tenant_id = $1 AND kind IN ('usage', 'outcome') AND id <= $2 AND occurred_at >= $3::timestamptz AND occurred_at < $4::timestamptz
-     AND NOT EXISTS (SELECT 1 FROM usage_ledger r WHERE r.reverses = u.id AND r.id <= $2)`,
+  // Only what rate() reads: a third fewer columns to decode, and no LedgerEntry in between.
+  const rows = await q.query<{ id: number; kind: string; idempotency_key: string; device_id: string; acquisition_uid: string; occurred_ms: number; billable: boolean; outcome: string | null }>(
+    `SELECT id, kind, idempotency_key, device_id, acquisition_uid, (extract(epoch FROM occurred_at) * 1000)::int8 AS occurred_ms, billable, outcome
+     FROM usage_ledger u
+     WHERE tenant_id = $1 AND kind IN ('usage', 'outcome') AND id <= $2 AND occurred_at >= $3::timestamptz AND occurred_at < $4::timestamptz
+       AND NOT EXISTS (SELECT 1 FROM usage_ledger r WHERE r.reverses = u.id AND r.id <= $2)
+     ORDER BY id`,
     [tenantId, watermark, iso(startMs), iso(endMs)],
   );
-  const usage = current.filter((e) => e.kind === 'usage').map(usageEvent);
-  const outcomes: OutcomeEvent[] = current
-    .filter((e) => e.kind === 'outcome')
-    .map((e) => ({ idempotencyKey: e.idempotencyKey, tenantId, deviceId: e.deviceId, outcome: e.outcome!, occurredAtMs: e.occurredAtMs }));
-  const availability: AvailabilityChange[] = [];
-  for (const deviceId of [...new Set(inputs.contracts.map((c) => c.deviceId))].sort()) {
-    for (const a of await listAvailability(q, { tenantId, deviceId, fromMs: startMs, toMs: endMs })) availability.push({ deviceId, up: a.up, atMs: a.atMs });
+  const usage: UsageEvent[] = [];
+  const outcomes: OutcomeEvent[] = [];
+  for (const r of rows) {
+    const occurredAtMs = Number(r.occurred_ms);
+    if (r.kind === 'usage') usage.push({ idempotencyKey: r.idempotency_key, tenantId, deviceId: r.device_id, acquisitionUid: r.acquisition_uid, occurredAtMs, billable: r.billable });
+    else outcomes.push({ idempotencyKey: r.idempotency_key, tenantId, deviceId: r.device_id, outcome: r.outcome!, occurredAtMs });
   }
+  // Every contract device's changes in one statement (was one per device): the last before the
+  // period, then those in it; grouped by device in code-point order as before.
+  const devices = [...new Set(inputs.contracts.map((c) => c.deviceId))].sort();
+  const changes = await q.query<{ device_id: string; up: boolean; at_ms: number }>(
+    `SELECT device_id, up, (extract(epoch FROM at) * 1000)::int8 AS at_ms FROM (
+       (SELECT DISTINCT ON (device_id) id, device_id, up, at FROM robot_availability
+        WHERE tenant_id = $1 AND device_id = ANY ($2::text[]) AND at < $3::timestamptz ORDER BY device_id, at DESC, id DESC)
+       UNION ALL
+       (SELECT id, device_id, up, at FROM robot_availability
+        WHERE tenant_id = $1 AND device_id = ANY ($2::text[]) AND at >= $3::timestamptz AND at < $4::timestamptz)
+     ) w ORDER BY at, id`,
+    [tenantId, devices, iso(startMs), iso(endMs)],
+  );
+  const availability: AvailabilityChange[] = [];
+  for (const deviceId of devices) for (const a of changes) if (a.device_id === deviceId) availability.push({ deviceId, up: a.up, atMs: Number(a.at_ms) });
   const late = await lateUsage(q, tenantId, tz, startMs, watermark, previousWatermark);
   return rate({ tenant: inputs.tenant, period, contracts: inputs.contracts, usage, outcomes, availability, late });
 }

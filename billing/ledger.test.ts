@@ -111,7 +111,7 @@ forEachDatabase('billing ledger', (ctx) => {
       [scan('robot-1', '2.1', 1.5e12 + 0.5), 'ECO3D_ERR_BAD_REQUEST', /whole milliseconds/],
       [{ type: 'scan', deviceId: 'robot-1', acquisitionUid: '2.1', occurredAt: '2026-10-05T10:00:00' }, 'ECO3D_ERR_BAD_REQUEST', /with its zone/],
       [scan('robot-2', '2.1', T0), 'ECO3D_ERR_FORBIDDEN', /for device robot-1/],
-      [scan('robot-1', '2.1', T0, { tenantId: 'other' }), 'ECO3D_ERR_FORBIDDEN', /tenant led-ing, not other/],
+      [scan('robot-1', '2.1', T0, { tenantId: 'other' }), 'ECO3D_ERR_FORBIDDEN', /tenant led-ing, not "other"/],
       [scan('robot-1', '2.1', T0, { billable: false }), 'ECO3D_ERR_BAD_REQUEST', /says why/],
       [scan('robot-1', '2.1', T0, { priceCents: 12.5 }), 'ECO3D_ERR_BAD_REQUEST', /unknown field/],
       [{ type: 'refund', deviceId: 'robot-1' }, 'ECO3D_ERR_BAD_REQUEST', /scan or outcome/],

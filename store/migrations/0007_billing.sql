@@ -56,6 +56,9 @@ CREATE TABLE usage_ledger (
   CHECK (kind <> 'usage' OR billable OR reason IS NOT NULL)
 );
 CREATE INDEX usage_ledger_tenant_time ON usage_ledger (tenant_id, occurred_at);
+-- A tenant's highest id (the invoice watermark) and its id ranges (late usage): without it,
+-- max(id) of one tenant walks the primary key through every other tenant's rows.
+CREATE INDEX usage_ledger_tenant_id ON usage_ledger (tenant_id, id);
 CREATE INDEX usage_ledger_acquisition ON usage_ledger (tenant_id, acquisition_uid);
 CREATE TRIGGER usage_ledger_append_only BEFORE UPDATE OR DELETE ON usage_ledger
   FOR EACH ROW EXECUTE FUNCTION eco3d_reject_change();
