@@ -81,20 +81,18 @@ async function measure(kind: DatabaseKind, count: number, db: Database): Promise
     const rr = await rerateIssued(db, t.id, INVOICE_PERIOD);
     if (!rr.matches) throw new Error(`${kind}: ${t.id}'s invoice does not re-rate to the same hash`);
   }
-  const sqlS = (times.readMs + times.writeMs) / 1000;
   console.error(
     `# ${kind}: ${r.issued} invoices (${(Number(sum?.total) / 100).toFixed(2)} EUR) in ${seconds.toFixed(2)} s: ` +
-      `${times.statements} statements, ${times.rows} rows; SQL reads ${(times.readMs / 1000).toFixed(2)} s, invoice INSERTs ${(times.writeMs / 1000).toFixed(2)} s, ` +
-      `the rest (JS: entries, rate(), JSON, hash) ${(seconds - sqlS).toFixed(2)} s; ` +
+      `${times.statements} statements, ${times.rows} rows; summed over the run's two workers: SQL reads ${(times.readMs / 1000).toFixed(2)} s, invoice INSERTs ${(times.writeMs / 1000).toFixed(2)} s; ` +
       `this process's CPU ${((cpu.user + cpu.system) / 1e6).toFixed(2)} s; ${sample.length} re-rated to the same hash`,
   );
   for (const line of slowestStatements(times, 5)) console.error(`#   ${line}`);
   const name = `billing-invoice-run-${kind}-${sizeLabel(count, count * EVENTS_PER_TENANT)}`;
   bench(name, round(seconds, 2), 's');
   bench(`${name}-events-per-s`, Math.round((count * EVENTS_PER_TENANT) / seconds), 'events/s');
-  bench(`${name}-sql-read`, round(times.readMs / 1000, 2), 's');
-  bench(`${name}-sql-write`, round(times.writeMs / 1000, 2), 's');
-  bench(`${name}-js`, round(seconds - sqlS, 2), 's');
+  // Summed over runInvoices' two concurrent workers: they can exceed the wall time.
+  bench(`${name}-sql-read-summed`, round(times.readMs / 1000, 2), 's');
+  bench(`${name}-sql-write-summed`, round(times.writeMs / 1000, 2), 's');
 }
 
 await withCleanup(async (onCleanup) => {
