@@ -126,7 +126,17 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
 
     // Consumers register before the dispatcher starts (below, once everything they use exists).
     // A study of 1800 frames takes a while to write and store: generous handler timeout and lease.
-    const dispatcher = new OutboxDispatcher(db, { handlerTimeoutMs: 15 * 60_000, leaseMs: 20 * 60_000 });
+    // A failed delivery is retried with back-off; it is logged, not raised (a PACS, a FHIR server
+    // or the cloud may be down for hours).
+    const dispatcher = new OutboxDispatcher(db, {
+      handlerTimeoutMs: 15 * 60_000,
+      leaseMs: 20 * 60_000,
+      onError: (err, c) =>
+        log.warn(
+          { consumer: c.consumer, idempotencyKey: c.idempotencyKey, attempts: c.attempts, nextAttemptAt: c.nextAttemptAtMs === undefined ? undefined : new Date(c.nextAttemptAtMs).toISOString(), err: toEco3dError(err).message },
+          c.idempotencyKey === undefined ? 'outbox poll failed' : 'outbox delivery failed; it will be retried',
+        ),
+    });
 
     // The DICOM archive: files under <data>/archive, the index in the database. Each newly stored
     // instance goes to the hospital PACS when one is configured (durably: the outbox).

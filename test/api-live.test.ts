@@ -346,6 +346,7 @@ for (const database of databasesUnderTest()) describe(`tokens, exams, consent an
       'dicomweb:write',
       'fhir:read',
       'fhir:write',
+      'usage:write',
     ]);
   });
 });

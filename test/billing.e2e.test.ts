@@ -245,6 +245,12 @@ for (const database of databasesUnderTest()) describe(`edge → cloud uplink, ac
     assert.equal((await api('/api/devices/edge-7', { method: 'PUT', token: admin, body: { model: 'eco3d edge' } })).status, 201);
     const minted = await api('/api/auth/tokens', { method: 'POST', token: admin, body: { name: 'edge-7 uplink', scopes: ['usage:write'], deviceId: 'edge-7' } });
     assert.equal(minted.status, 201, JSON.stringify(minted.body));
+    const priced = await api('/api/billing/contracts/edge-7-pps', {
+      method: 'PUT',
+      token: admin,
+      body: { tenantId: 'demo', deviceId: 'edge-7', validFrom: '2026-01-01', validTo: null, model: { kind: 'pay-per-scan', pricing: { scheme: 'flat', unitPriceCents: 1500 } } },
+    });
+    assert.equal(priced.status, 201, JSON.stringify(priced.body));
 
     edge = await startTestServer({ device: 'edge-7', uplink: cloudUrl, uplinkToken: minted.body.token as string });
     const edgeDb = edge.server.db;
@@ -290,5 +296,21 @@ for (const database of databasesUnderTest()) describe(`edge → cloud uplink, ac
     assert.equal(got.filter((e) => !e.billable).length, 1, 'the aborted scan arrives, not billable');
     await new Promise((r) => setTimeout(r, 1500));
     assert.equal((await cloudEntries()).length, 8, 'no late duplicate');
+
+    // `eco3d invoice` reads the cloud's database once the server is stopped (PGlite: one process).
+    await cloud.close();
+    cloud = undefined;
+    const period = periodOf(Date.now());
+    const env = { ...process.env, ...(database === 'postgres' ? { ECO3D_DB_SCHEMA: schema } : { DATABASE_URL: '' }) };
+    const cli = (...args: string[]) => spawnSync(process.execPath, ['bin/eco3d.mjs', 'invoice', '--tenant', 'demo', '--period', period, '--data', cloudDir, ...args], { env, encoding: 'utf8', timeout: 60_000 });
+    const csv = cli('--format', 'csv');
+    assert.equal(csv.status, 0, csv.stderr);
+    // 7 billable edge scans at 15.00 plus IVA 22 %: 105.00 + 23.10.
+    assert.match(csv.stdout, /\r\n,open,demo,[0-9-]+,TOTAL,Total,,,,,,12810,128\.10,/);
+    const early = cli('--issue');
+    assert.equal(early.status, 1);
+    assert.match(early.stderr, /ECO3D_ERR_CONFLICT: period [0-9-]+ is not over/);
+    const nobody = cli('--tenant', 'no-such-hospital');
+    assert.notEqual(nobody.status, 0);
   });
 });

@@ -190,3 +190,17 @@ export type RobotSnapshot = {
   faults: string[];
 };
 export const robotOf = (s: TeleopStatus): RobotSnapshot => s.robot as RobotSnapshot;
+
+/** Waits (10 s at most) for the billing consumer's ledger entry of an acquisition: one, not billable, for `reason`. */
+export async function assertMeteredNotBillable(t: TestServer, acquisitionUid: string, reason: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  let rows: { billable: boolean; reason: string | null }[] = [];
+  while (Date.now() < deadline) {
+    rows = await t.server.db.query<{ billable: boolean; reason: string | null }>("SELECT billable, reason FROM usage_ledger WHERE acquisition_uid = $1 AND kind = 'usage'", [acquisitionUid]);
+    if (rows.length > 0) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (JSON.stringify(rows) !== JSON.stringify([{ billable: false, reason }])) {
+    throw new Error(`acquisition ${acquisitionUid} should be metered once, not billable (${reason}); the ledger has ${JSON.stringify(rows)}`);
+  }
+}

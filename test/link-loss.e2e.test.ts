@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { firstValueFrom } from 'rxjs';
 import { filter, timeout } from 'rxjs/operators';
 import { serveRosbridge, SimRobotDriver, startSerialServer, type RosbridgeServerHandle, type SerialServerHandle } from '../sim/index.ts';
-import { errorCode, robotOf, startTestServer, type TestServer } from './harness.ts';
+import { assertMeteredNotBillable, errorCode, robotOf, startTestServer, type TestServer } from './harness.ts';
 
 const SWEEP = { kind: 'linear', startMm: { x: 450, y: -30 }, headingDeg: 0, lengthMm: 60, speedMmPerS: 10 };
 
@@ -29,12 +29,9 @@ async function assertAbortedLinkLost(t: TestServer, uid: string): Promise<void> 
   assert.equal(rec.status, 200);
   assert.equal(rec.body.state, 'aborted');
   assert.equal(rec.body.abortReason, 'link-lost');
-  const events = await t.server.db.query<{ event_type: string }>("SELECT event_type FROM outbox WHERE payload->>'acquisitionUid' = $1", [uid]);
-  assert.deepEqual(
-    events.map((e) => e.event_type),
-    ['AcquisitionAborted'],
-    'an aborted acquisition yields no AcquisitionCompleted (nothing to bill)',
-  );
+  const events = await t.server.db.query<{ event_type: string }>("SELECT event_type FROM outbox WHERE payload->>'acquisitionUid' = $1 AND event_type LIKE 'Acquisition%'", [uid]);
+  assert.deepEqual(events.map((e) => e.event_type), ['AcquisitionAborted'], 'an aborted acquisition yields no AcquisitionCompleted');
+  await assertMeteredNotBillable(t, uid, 'aborted:link-lost');
   const avail = await t.api('/api/availability', { token });
   assert.ok((avail.body.availability as { up: boolean }[]).some((a) => !a.up), 'the link loss is in the availability log');
 }

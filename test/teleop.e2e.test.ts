@@ -5,7 +5,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { decodeMetaImageVolume } from '../protocols/index.ts';
 import type { SimRobotDriver } from '../sim/index.ts';
 import { databasesUnderTest } from '../store/testing.ts';
-import { errorCode, robotOf, startTestServer, type TestServer } from './harness.ts';
+import { assertMeteredNotBillable, errorCode, robotOf, startTestServer, type TestServer } from './harness.ts';
 
 const speed = (v: number[]): number => Math.max(...v.map(Math.abs));
 
@@ -172,8 +172,9 @@ for (const database of databasesUnderTest()) describe(`tele-operation over WebSo
       assert.equal(rec.status, 200);
       assert.equal(rec.body.state, 'aborted');
       assert.equal(rec.body.abortReason, 'estop');
-      const outbox = await t.server.db.query<{ event_type: string }>('SELECT event_type FROM outbox WHERE payload->>\'acquisitionUid\' = $1', [uid]);
+      const outbox = await t.server.db.query<{ event_type: string }>("SELECT event_type FROM outbox WHERE payload->>'acquisitionUid' = $1 AND event_type LIKE 'Acquisition%'", [uid]);
       assert.deepEqual(outbox.map((r) => r.event_type), ['AcquisitionAborted']);
+      await assertMeteredNotBillable(t, uid, 'aborted:estop');
     } finally {
       clearInterval(hb);
       await op.request({ type: 'release-control' }).catch(() => undefined);
