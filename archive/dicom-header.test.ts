@@ -123,9 +123,15 @@ test('refused: not DICOM, truncated, corrupt', () => {
   refuse(new TextEncoder().encode('this is a text file, not a DICOM file at all, '.repeat(10)), /no DICM prefix/);
   refuse(new Uint8Array(50), /too short/);
   refuse(us.bytes.subarray(0, us.bytes.byteLength - 10), /truncated/);
-  refuse(us.bytes.subarray(0, 600), /truncated/);
-  const corrupt = new Uint8Array(us.bytes);
   const h = header(us.bytes);
+  // Cut inside a value (the SOP Instance UID) and inside an element's header. A cut at a fixed
+  // byte could land on an element boundary, which is a valid end of a data set (the UIDs are
+  // random, so their lengths move the boundaries).
+  const uidAt = Buffer.from(us.bytes).indexOf(Buffer.from(us.sopInstanceUid, 'latin1'), h.datasetOffset);
+  assert.ok(uidAt > 0);
+  refuse(us.bytes.subarray(0, uidAt + 5), /truncated/);
+  refuse(us.bytes.subarray(0, h.pixelData!.valueOffset - 5), /truncated/);
+  const corrupt = new Uint8Array(us.bytes);
   // An element's VR bytes overwritten with binary garbage.
   corrupt[h.datasetOffset + 4] = 0x01;
   refuse(corrupt, /corrupt/);
