@@ -22,3 +22,4 @@ export * from './mesh.ts';
 export * from './dicom-us.ts';
 export * from './dicom-sr.ts';
 export * from './fhir.ts';
+export * from './deid.ts';
