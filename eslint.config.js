@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'eco3d-data/**', 'viewer/dist/**', 'dist/**', '**/*.js', '**/*.mjs'] },
+  { ignores: ['node_modules/**', 'eco3d-data/**', 'viewer/dist/**', 'dist/**', '**/*.js', '**/*.mjs', '.scratch/**', 'test-artifacts/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {
