@@ -4,17 +4,18 @@
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import fc from 'fast-check';
 import { Temporal } from 'temporal-polyfill';
 import { isBlocking, createFhirValidator } from '../archive/fhir-validate.ts';
 import { throwsWith } from '../protocols/testing.ts';
-import type { ContractInput, TenantBillingInput } from './contracts.ts';
-import { centsToDecimal, centsToEuroString, type InvoiceDocument, invoiceToCsv, invoiceToFhir, invoiceToJson, invoiceToPdf } from './export.ts';
+import type { ContractInput } from './contracts.ts';
+import { centsToDecimal, type InvoiceDocument, invoiceToCsv, invoiceToFhir, invoiceToJson, invoiceToPdf } from './export.ts';
 import { formatEuro, MAX_AMOUNT_CENTS } from './money.ts';
 import { type Invoice, rate, type UsageEvent } from './pricing.ts';
+import { rateExample, readWorkedExample } from './testing.ts';
 
 const SCRATCH = new URL('../.scratch/', import.meta.url).pathname;
 mkdirSync(SCRATCH, { recursive: true });
@@ -27,34 +28,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 const ROME = 'Europe/Rome';
 const at = (local: string, tz = ROME): number => Temporal.PlainDateTime.from(local).toZonedDateTime(tz).epochMilliseconds;
 
-/** The worked example of PRICING.md, rated as pricing.doc.test.ts does (its helper lives in a test file, which would run its test here too). */
-function workedExample(): Invoice {
-  const doc = readFileSync(new URL('./PRICING.md', import.meta.url), 'utf8');
-  const block = doc.slice(doc.indexOf('<!-- example:input -->'), doc.indexOf('<!-- /example:input -->'));
-  const json = block.slice(block.indexOf('```json') + 7, block.lastIndexOf('```'));
-  const ex = JSON.parse(json) as {
-    tenant: TenantBillingInput & { tenantId: string; timeZone: string };
-    period: string;
-    contracts: ContractInput[];
-    scans: Record<string, string[]>;
-    notBillable: Record<string, string[]>;
-    outcomes: { deviceId: string; outcome: string; at: string }[];
-    availability: { deviceId: string; up: boolean; at: string }[];
-  };
-  const tz = ex.tenant.timeZone;
-  const events = (byDevice: Record<string, string[]>, billable: boolean, prefix: string): UsageEvent[] =>
-    Object.entries(byDevice).flatMap(([deviceId, times]) =>
-      times.map((t, i) => ({ idempotencyKey: `${prefix}/${deviceId}/${i + 1}`, tenantId: ex.tenant.tenantId, deviceId, acquisitionUid: `2.25.${i + 1}`, occurredAtMs: at(t, tz), billable })),
-    );
-  return rate({
-    tenant: ex.tenant,
-    period: ex.period,
-    contracts: ex.contracts,
-    usage: [...events(ex.scans, true, 'scan'), ...events(ex.notBillable, false, 'aborted')],
-    outcomes: ex.outcomes.map((o, i) => ({ idempotencyKey: `outcome/${i + 1}`, tenantId: ex.tenant.tenantId, deviceId: o.deviceId, outcome: o.outcome, occurredAtMs: at(o.at, tz) })),
-    availability: ex.availability.map((a) => ({ deviceId: a.deviceId, up: a.up, atMs: at(a.at, tz) })),
-  });
-}
+const workedExample = (): Invoice => rateExample(readWorkedExample());
 
 function scans(tenantId: string, n: number, fromLocal: string, deviceId: string, prefix: string): UsageEvent[] {
   const start = at(fromLocal);
@@ -131,7 +105,8 @@ const trimmedDecimal = (s: string): string => s.replace(/\.?0+$/, '');
 
 function checkDecimal(cents: number): void {
   const formatted = formatEuro(cents);
-  assert.equal(centsToEuroString(cents), formatted);
+  // An independent oracle: toFixed prints the double nearest cents/100 exactly, far from a tie.
+  assert.equal(formatted, (cents / 100).toFixed(2));
   const v = centsToDecimal(cents);
   assert.equal(Math.round(v * 100), cents);
   assert.equal(JSON.stringify({ value: v }), `{"value":${trimmedDecimal(formatted)}}`);
@@ -144,10 +119,10 @@ void test('money: the FHIR decimal prints as the exact euro string, for every ce
     fc.property(fc.integer({ min: -MAX_AMOUNT_CENTS, max: MAX_AMOUNT_CENTS }), (c) => checkDecimal(c)),
     { numRuns: 20_000, examples: [[MAX_AMOUNT_CENTS], [-MAX_AMOUNT_CENTS], [MAX_AMOUNT_CENTS - 1], [1], [-1], [10], [-5], [0]] },
   );
-  assert.equal(centsToEuroString(-5), '-0.05');
-  assert.equal(centsToEuroString(123_456), '1234.56');
-  assert.equal(centsToEuroString(Number.MAX_SAFE_INTEGER), '90071992547409.91');
-  throwsWith(() => centsToEuroString(0.5), 'ECO3D_ERR_NOT_FINITE');
+  assert.equal(formatEuro(-5), '-0.05');
+  assert.equal(formatEuro(123_456), '1234.56');
+  assert.equal(formatEuro(Number.MAX_SAFE_INTEGER), '90071992547409.91');
+  throwsWith(() => formatEuro(0.5), 'ECO3D_ERR_NOT_FINITE');
 });
 
 // ---------------------------------------------------------------------------------------------

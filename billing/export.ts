@@ -12,7 +12,7 @@ import PDFDocument from 'pdfkit';
 import { Temporal } from 'temporal-polyfill';
 import { Eco3dError } from '../protocols/errors.ts';
 import { fhirInstant } from '../protocols/fhir.ts';
-import type { Cents } from './money.ts';
+import { type Cents, formatEuro } from './money.ts';
 import type { Invoice, InvoiceLine } from './pricing.ts';
 
 export type FhirInvoice = FhirInvoiceResource;
@@ -43,21 +43,11 @@ const SYSTEM_RULE = 'urn:eco3d:billing-rule';
 // Money as text
 
 /**
- * 123456 → "1234.56", −5 → "-0.05", by string arithmetic on the integer (no division), so it is
- * exact for every safe integer; equal to money.ts formatEuro within ±MAX_AMOUNT_CENTS.
- */
-export function centsToEuroString(cents: Cents): string {
-  if (!Number.isSafeInteger(cents)) throw new Eco3dError('ECO3D_ERR_NOT_FINITE', `an amount must be a safe integer number of cents, got ${cents}`);
-  const digits = String(Math.abs(cents)).padStart(3, '0');
-  return `${cents < 0 ? '-' : ''}${digits.slice(0, -2)}.${digits.slice(-2)}`;
-}
-
-/**
  * The JSON decimal of a FHIR Money.value: the number whose shortest printing is the euro string
  * without trailing zeros (1230 → 12.3, −5 → -0.05). Parsing the decimal string (rather than
  * dividing by 100) gives the double nearest to it, which JavaScript prints back as that string.
  */
-export const centsToDecimal = (cents: Cents): number => Number(centsToEuroString(cents));
+export const centsToDecimal = (cents: Cents): number => Number(formatEuro(cents));
 
 // ---------------------------------------------------------------------------------------------
 // The document, checked once for every format
@@ -249,7 +239,7 @@ export function invoiceToCsv(doc: InvoiceDocument): string {
     quantity: l.quantity,
     unitAmountCents: l.unitAmountCents,
     amountCents: l.amountCents,
-    amountEuro: centsToEuroString(l.amountCents),
+    amountEuro: formatEuro(l.amountCents),
     rule: safeText(l.explanation.rule),
     tier: l.explanation.tier,
     eventCount: l.explanation.eventCount,
@@ -261,7 +251,7 @@ export function invoiceToCsv(doc: InvoiceDocument): string {
     code,
     description: safeText(description),
     amountCents: cents,
-    amountEuro: centsToEuroString(cents),
+    amountEuro: formatEuro(cents),
     formula: safeText(formula),
   });
   rows.push(
@@ -416,9 +406,9 @@ function drawHeader(pdf: Doc, c: Checked): number {
 function drawTotals(pdf: Doc, c: Checked, y: number): number {
   const t = c.inv.totals;
   const rows: [string, string, boolean][] = [
-    ['Subtotal', centsToEuroString(t.subtotalCents), false],
-    [`Tax: ${pdfText(c.tax.description)}`, centsToEuroString(t.taxCents), false],
-    ['Total EUR', centsToEuroString(t.totalCents), true],
+    ['Subtotal', formatEuro(t.subtotalCents), false],
+    [`Tax: ${pdfText(c.tax.description)}`, formatEuro(t.taxCents), false],
+    ['Total EUR', formatEuro(t.totalCents), true],
   ];
   let at = y + 6;
   for (const [label, amount, bold] of rows) {
@@ -493,8 +483,8 @@ export function invoiceToPdf(doc: InvoiceDocument): Promise<Buffer> {
       code: pdfText(l.code),
       desc: pdfText(l.description),
       qty: String(l.quantity),
-      unit: l.unitAmountCents === undefined ? '' : centsToEuroString(l.unitAmountCents),
-      amount: centsToEuroString(l.amountCents),
+      unit: l.unitAmountCents === undefined ? '' : formatEuro(l.unitAmountCents),
+      amount: formatEuro(l.amountCents),
       formula: pdfText(l.explanation.formula),
     };
     const h = rowHeights(pdf, r);

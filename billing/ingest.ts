@@ -15,6 +15,7 @@ export const MAX_CLOCK_SKEW_MS = 5 * 60_000;
 /** Older than this is not a usage event but a data error (Eco3D did not exist). */
 export const MIN_EVENT_MS = Date.UTC(2020, 0, 1);
 
+const EVENT_FIELDS = new Set(['type', 'tenantId', 'deviceId', 'acquisitionUid', 'occurredAt', 'occurredAtMs', 'billable', 'reason', 'quantity', 'outcome']);
 const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 const UID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
 const OUTCOME = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -60,8 +61,7 @@ export function parseBatch(raw: unknown, who: IngestPrincipal, nowMs: number): N
     };
     if (e === null || typeof e !== 'object' || Array.isArray(e)) return issue('', 'an event object is required');
     const ev = e as Record<string, unknown>;
-    const allowed = new Set(['type', 'tenantId', 'deviceId', 'acquisitionUid', 'occurredAt', 'occurredAtMs', 'billable', 'reason', 'quantity', 'outcome']);
-    for (const k of Object.keys(ev)) if (!allowed.has(k)) issue(k, 'unknown field');
+    for (const k of Object.keys(ev)) if (!EVENT_FIELDS.has(k)) issue(k, 'unknown field');
     if (ev.tenantId !== undefined && ev.tenantId !== who.tenantId) {
       issue('tenantId', `the credentials are of tenant ${who.tenantId}, not ${JSON.stringify(ev.tenantId)}`, 'ECO3D_ERR_FORBIDDEN');
     }

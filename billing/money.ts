@@ -127,9 +127,12 @@ export function splitByWeights(amountCents: Cents, weights: readonly number[]): 
 /** −x without a −0 (which would survive deepEqual checks and confuse a reader of the JSON). */
 export const negateCents = (x: Cents): Cents => (x === 0 ? 0 : -x);
 
-/** 123456 → "1234.56", −5 → "-0.05": for explanations and documents, never for arithmetic. */
+/**
+ * 123456 → "1234.56", −5 → "-0.05": for explanations and documents, never for arithmetic. Cut
+ * from the integer's digits (no division), so it is exact for every safe integer.
+ */
 export function formatEuro(cents: Cents): string {
-  const sign = cents < 0 ? '-' : '';
-  const abs = Math.abs(cents);
-  return `${sign}${Math.trunc(abs / 100)}.${String(abs % 100).padStart(2, '0')}`;
+  if (!Number.isSafeInteger(cents)) throw new Eco3dError('ECO3D_ERR_NOT_FINITE', `an amount must be a safe integer number of cents, got ${cents}`);
+  const digits = String(Math.abs(cents)).padStart(3, '0');
+  return `${cents < 0 ? '-' : ''}${digits.slice(0, -2)}.${digits.slice(-2)}`;
 }

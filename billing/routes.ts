@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { Eco3dError } from '../protocols/errors.ts';
 import { ensureDevice, listDevices, type Database } from '../store/index.ts';
 import { listContracts, putContract } from './contract-store.ts';
+import { parseWith } from './contracts.ts';
 import { dashboard } from './dashboard.ts';
 import { invoiceToCsv, invoiceToFhir, invoiceToJson, invoiceToPdf, type InvoiceDocument } from './export.ts';
 import { ingestBatch, parseBatch, USAGE_WRITE_SCOPE } from './ingest.ts';
@@ -46,15 +47,6 @@ const invoiceQuery = z.strictObject({ format: z.enum(INVOICE_FORMATS).optional()
 const reversalBody = z.strictObject({ idempotencyKey: z.string().min(1).max(512), reason: z.string().min(1).max(500) });
 const runBody = z.strictObject({ period: z.string().regex(PERIOD, 'YYYY-MM') });
 const deviceBody = z.strictObject({ model: z.string().trim().min(1).max(64), serial: z.string().trim().min(1).max(64).optional() });
-
-function parse<T>(schema: z.ZodType<T>, value: unknown): T {
-  const r = schema.safeParse(value);
-  if (!r.success) {
-    const i = r.error.issues[0]!;
-    throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `${i.path.join('.')}: ${i.message}`.replace(/^: /, ''), { details: { field: i.path.join('.') } });
-  }
-  return r.data;
-}
 
 const principalOf = (req: FastifyRequest): BillingPrincipal | null => (req as unknown as { principal?: BillingPrincipal | null }).principal ?? null;
 
@@ -101,13 +93,13 @@ export async function registerBilling(app: FastifyInstance, o: BillingRoutesOpti
   // Devices of a tenant: a cloud instance registers its edges' robots before minting their tokens.
   app.get('/api/devices', async (req) => {
     const p = admin(req);
-    return { devices: await listDevices(db, tenantFor(p, parse(tenantQuery, req.query).tenant)) };
+    return { devices: await listDevices(db, tenantFor(p, parseWith(tenantQuery, req.query, 'query').tenant)) };
   });
 
   app.put<{ Params: { id: string } }>('/api/devices/:id', async (req, reply) => {
     const p = admin(req);
-    const tenantId = tenantFor(p, parse(tenantQuery, req.query).tenant);
-    const body = parse(deviceBody, req.body ?? {});
+    const tenantId = tenantFor(p, parseWith(tenantQuery, req.query, 'query').tenant);
+    const body = parseWith(deviceBody, req.body ?? {}, 'body');
     const { device, created } = await ensureDevice(db, { tenantId, id: req.params.id, model: body.model, ...(body.serial === undefined ? {} : { serial: body.serial }) });
     if (created) await o.audit({ tenantId, actor: p.username, action: 'device.register', target: device.id, detail: { model: body.model } });
     return reply.status(created ? 201 : 200).send(device);
@@ -115,13 +107,13 @@ export async function registerBilling(app: FastifyInstance, o: BillingRoutesOpti
 
   app.get('/api/billing/settings', async (req) => {
     const p = admin(req);
-    const q = parse(tenantQuery, req.query);
+    const q = parseWith(tenantQuery, req.query, 'query');
     return getBillingSettings(db, tenantFor(p, q.tenant));
   });
 
   app.put('/api/billing/settings', async (req) => {
     const p = admin(req);
-    const tenantId = tenantFor(p, parse(tenantQuery, req.query).tenant);
+    const tenantId = tenantFor(p, parseWith(tenantQuery, req.query, 'query').tenant);
     const settings = await putBillingSettings(db, tenantId, req.body, p.username);
     await o.audit({ tenantId, actor: p.username, action: 'billing.settings', detail: { settings } });
     return settings;
@@ -129,7 +121,7 @@ export async function registerBilling(app: FastifyInstance, o: BillingRoutesOpti
 
   app.get('/api/billing/contracts', async (req) => {
     const p = admin(req);
-    return { contracts: await listContracts(db, tenantFor(p, parse(tenantQuery, req.query).tenant)) };
+    return { contracts: await listContracts(db, tenantFor(p, parseWith(tenantQuery, req.query, 'query').tenant)) };
   });
 
   app.put<{ Params: { id: string } }>('/api/billing/contracts/:id', async (req, reply) => {
@@ -155,7 +147,7 @@ export async function registerBilling(app: FastifyInstance, o: BillingRoutesOpti
       who = { tenantId: p.tenantId, deviceId: p.deviceId, actor: p.username };
     } else {
       const a = admin(req);
-      who = { tenantId: tenantFor(a, parse(tenantQuery, req.query).tenant), actor: a.username };
+      who = { tenantId: tenantFor(a, parseWith(tenantQuery, req.query, 'query').tenant), actor: a.username };
     }
     const entries = parseBatch(req.body, who, now());
     const r = await ingestBatch(db, who, entries);
@@ -169,7 +161,7 @@ export async function registerBilling(app: FastifyInstance, o: BillingRoutesOpti
 
   app.get('/api/billing/usage', async (req) => {
     const p = admin(req);
-    const q = parse(usageQuery, req.query);
+    const q = parseWith(usageQuery, req.query, 'query');
     const tenantId = tenantFor(p, q.tenant);
     const period = q.period ?? (await currentPeriod(tenantId));
     const { startMs, endMs } = periodBounds(period, (await getBillingSettings(db, tenantId)).timeZone);
@@ -178,8 +170,8 @@ export async function registerBilling(app: FastifyInstance, o: BillingRoutesOpti
 
   app.post('/api/billing/usage/reversals', async (req, reply) => {
     const p = admin(req);
-    const tenantId = tenantFor(p, parse(tenantQuery, req.query).tenant);
-    const body = parse(reversalBody, req.body);
+    const tenantId = tenantFor(p, parseWith(tenantQuery, req.query, 'query').tenant);
+    const body = parseWith(reversalBody, req.body, 'body');
     const r = await reverseEntry(db, { tenantId, idempotencyKey: body.idempotencyKey, reason: body.reason, by: p.username });
     if (r.status === 'created') await o.audit({ tenantId, actor: p.username, action: 'billing.reversal', target: body.idempotencyKey, detail: { reason: body.reason } });
     return reply.status(r.status === 'created' ? 201 : 200).send(r);
@@ -187,7 +179,7 @@ export async function registerBilling(app: FastifyInstance, o: BillingRoutesOpti
 
   app.get('/api/billing/invoices', async (req) => {
     const p = admin(req);
-    const q = parse(tenantQuery, req.query);
+    const q = parseWith(tenantQuery, req.query, 'query');
     const all = p.role === 'platform-admin' && q.tenant === undefined;
     const issued = await listIssuedInvoices(db, all ? null : tenantFor(p, q.tenant));
     return {
@@ -199,7 +191,7 @@ export async function registerBilling(app: FastifyInstance, o: BillingRoutesOpti
     const p = admin(req);
     const tenantId = tenantFor(p, req.params.tenant);
     parsePeriod(req.params.period);
-    const format = parse(invoiceQuery, req.query).format ?? formatFromAccept(req.headers.accept);
+    const format = parseWith(invoiceQuery, req.query, 'query').format ?? formatFromAccept(req.headers.accept);
     const view = await viewInvoice(db, tenantId, req.params.period);
     return sendInvoice(reply, view, format, o.publicUrl);
   });
@@ -222,13 +214,13 @@ export async function registerBilling(app: FastifyInstance, o: BillingRoutesOpti
   app.post('/api/billing/invoice-runs', async (req) => {
     const p = admin(req);
     if (p.role !== 'platform-admin') throw new Eco3dError('ECO3D_ERR_FORBIDDEN', 'an invoice run is for platform admins');
-    const { period } = parse(runBody, req.body);
+    const { period } = parseWith(runBody, req.body, 'body');
     return runInvoices(db, period, p.username, now(), o.audit);
   });
 
   app.get('/api/billing/dashboard', async (req) => {
     const p = admin(req);
-    const q = parse(tenantQuery, req.query);
+    const q = parseWith(tenantQuery, req.query, 'query');
     const tenants = p.role === 'platform-admin' && q.tenant === undefined ? await billableTenants(db) : [tenantFor(p, q.tenant)];
     const period = q.period ?? (await currentPeriod(tenants[0] ?? p.tenantId));
     parsePeriod(period);

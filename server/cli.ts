@@ -15,17 +15,28 @@ import { runScan } from './scan.ts';
 import { writeScanStudy, type ScanStudyInput } from './scan-dicom.ts';
 import { runSimulator } from './sim-command.ts';
 
-/** Runs `work` until SIGINT/SIGTERM, then its close(), then exits. A second signal exits at once. */
-function untilSignal(log: Logger, close: () => Promise<void>): void {
+/**
+ * Starts the work, runs it until SIGINT/SIGTERM, then its close(), then exits. A signal that
+ * arrives while starting is kept and acted on once started: dying mid-start would leave PGlite
+ * unclosed (it has no crash recovery). A second signal exits at once.
+ */
+async function runUntilSignal<T extends { close(): Promise<void> }>(log: Logger, start: () => Promise<T>): Promise<T> {
+  const started: { work?: T } = {};
+  let early: NodeJS.Signals | undefined;
   let stopping = false;
   const onSignal = (sig: NodeJS.Signals): void => {
+    const work = started.work;
+    if (work === undefined) {
+      early ??= sig;
+      return;
+    }
     if (stopping) {
       log.warn({ sig }, 'second signal: exiting now');
       process.exit(130);
     }
     stopping = true;
     log.info({ sig }, 'shutting down');
-    close().then(
+    work.close().then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err: toEco3dError(err).message }, 'shutdown failed');
@@ -35,6 +46,10 @@ function untilSignal(log: Logger, close: () => Promise<void>): void {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const work = await start();
+  started.work = work;
+  if (early !== undefined) onSignal(early);
+  return work;
 }
 
 function fail(err: unknown): never {
@@ -74,21 +89,9 @@ program
       fail(err);
     }
     const log = createLogger(cfg.logLevel);
-    // A signal while starting is kept and acted on once the server is up: killing the process
-    // mid-start would leave PGlite unclosed (it has no crash recovery).
-    let early: NodeJS.Signals | undefined;
-    const keep = (sig: NodeJS.Signals): void => {
-      early ??= sig;
-    };
-    process.on('SIGINT', keep);
-    process.on('SIGTERM', keep);
     try {
-      const server = await startServer(cfg, log, (line) => process.stdout.write(`${line}\n`));
-      untilSignal(log, () => server.close());
-      process.off('SIGINT', keep);
-      process.off('SIGTERM', keep);
+      const server = await runUntilSignal(log, () => startServer(cfg, log, (line) => process.stdout.write(`${line}\n`)));
       process.stdout.write(`Eco3D is up at ${server.url} (robot: ${cfg.robot.kind}, database: ${server.db.kind}, data: ${cfg.dataDir})\n`);
-      if (early !== undefined) process.kill(process.pid, early);
     } catch (err) {
       fail(err);
     }
@@ -111,9 +114,8 @@ program
       if (!Number.isFinite(stateRateHz) || stateRateHz < 1 || stateRateHz > 1000) throw new Eco3dError('ECO3D_ERR_CONFIG', `--state-hz: expected 1..1000, got "${flags.stateHz}"`);
       const dir = resolve(flags.dir);
       mkdirSync(dir, { recursive: true });
-      const sim = await runSimulator({ dir, rosHost: flags.rosHost, rosPort, stateRateHz, log });
+      const sim = await runUntilSignal(log, () => runSimulator({ dir, rosHost: flags.rosHost, rosPort, stateRateHz, log }));
       process.stdout.write(`serial: ${sim.serialPath}\nrosbridge: ${sim.rosbridgeUrl}\n`);
-      untilSignal(log, () => sim.close());
     } catch (err) {
       fail(err);
     }

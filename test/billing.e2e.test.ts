@@ -18,7 +18,7 @@ import { loadConfig } from '../server/config.ts';
 import { createLogger } from '../server/log.ts';
 import { startServer, type RunningServer } from '../server/runtime.ts';
 import { databasesUnderTest, seedAcquisition } from '../store/testing.ts';
-import { ADMIN_PASSWORD, DEMO_PASSWORD, errorCode, randomId, startTestServer, type TestServer } from './harness.ts';
+import { ADMIN_PASSWORD, apiCall, DEMO_PASSWORD, errorCode, randomId, startTestServer, testServerEnv, type TestServer } from './harness.ts';
 
 const TENANT_ADMIN_PASSWORD = 'tenant-admin-password-for-tests';
 
@@ -200,14 +200,7 @@ function freePort(): Promise<number> {
 
 /** A server on a given data directory, port and schema, which can be stopped and started again. */
 async function serverAt(dataDir: string, port: number, database: 'pglite' | 'postgres', schema: string, flags: Record<string, string> = {}): Promise<RunningServer> {
-  const env: Record<string, string | undefined> = {
-    ECO3D_ADMIN_PASSWORD: ADMIN_PASSWORD,
-    ECO3D_DEMO_PASSWORD: DEMO_PASSWORD,
-    LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
-    ECO3D_VIEWER_BUILD: 'skip',
-    ...(database === 'postgres' ? { DATABASE_URL: process.env.DATABASE_URL, ECO3D_DB_SCHEMA: schema } : {}),
-  };
-  const cfg = loadConfig({ flags: { data: dataDir, port: String(port), ...flags }, env });
+  const cfg = loadConfig({ flags: { data: dataDir, port: String(port), ...flags }, env: testServerEnv(database, schema) });
   return startServer(cfg, createLogger(cfg.logLevel), () => undefined);
 }
 
@@ -232,14 +225,7 @@ for (const database of databasesUnderTest()) describe(`edge → cloud uplink, ac
     const port = await freePort();
     cloud = await serverAt(cloudDir, port, database, schema);
     const cloudUrl = cloud.url;
-    const api = async (path: string, init: { method?: string; token?: string; body?: unknown } = {}) => {
-      const res = await fetch(`${cloudUrl}${path}`, {
-        method: init.method ?? 'GET',
-        headers: { ...(init.token === undefined ? {} : { authorization: `Bearer ${init.token}` }), ...(init.body === undefined ? {} : { 'content-type': 'application/json' }) },
-        ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
-      });
-      return { status: res.status, body: (await res.json()) as any };
-    };
+    const api = (path: string, init: { method?: string; token?: string; body?: unknown } = {}) => apiCall(cloudUrl, path, init);
     const login = async (username: string, password: string) => (await api('/api/auth/login', { method: 'POST', body: { username, password } })).body.token as string;
     const admin = await tenantAdmin({ api, login: (u, p) => login(u, p ?? DEMO_PASSWORD) });
     assert.equal((await api('/api/devices/edge-7', { method: 'PUT', token: admin, body: { model: 'eco3d edge' } })).status, 201);

@@ -25,6 +25,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { PNG } from 'pngjs';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { apiCall } from './harness.ts';
 
 const ADMIN_PASSWORD = 'admin-password-for-browser-tests';
 const DEMO_PASSWORD = 'demo-password-for-browser-tests';
@@ -164,20 +165,7 @@ async function startServerProcess(): Promise<ServerProcess> {
     throw e;
   }
   const url = `http://127.0.0.1:${port}`;
-  const api: ServerProcess['api'] = async (path, init = {}) => {
-    const headers: Record<string, string> = {};
-    if (init.token !== undefined) headers.authorization = `Bearer ${init.token}`;
-    if (init.body !== undefined) headers['content-type'] = 'application/json';
-    const res = await fetch(`${url}${path}`, { method: init.method ?? 'GET', headers, ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }) });
-    const text = await res.text();
-    let body: unknown = text;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      /* not JSON: keep the text */
-    }
-    return { status: res.status, body };
-  };
+  const api: ServerProcess['api'] = (path, init = {}) => apiCall(url, path, init);
   return {
     url,
     api,

@@ -27,14 +27,9 @@ export interface TestServer {
   close(): Promise<void>;
 }
 
-/**
- * Starts a server on a fresh data directory. With `database: 'postgres'` it runs on
- * DATABASE_URL in a fresh schema (dropped at close) instead of the embedded PGlite.
- */
-export async function startTestServer(flags: Record<string, string> = {}, database: DatabaseKind = 'pglite'): Promise<TestServer> {
-  const dataDir = await mkdtemp(join(tmpdir(), 'eco3d-e2e-'));
-  const schema = `e2e_${randomBytes(6).toString('hex')}`;
-  const env: Record<string, string | undefined> = {
+/** The environment of a test server: known passwords, quiet logs, no viewer build; PostgreSQL in `schema`. */
+export function testServerEnv(database: DatabaseKind, schema: string): Record<string, string | undefined> {
+  return {
     ECO3D_ADMIN_PASSWORD: ADMIN_PASSWORD,
     ECO3D_DEMO_PASSWORD: DEMO_PASSWORD,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent',
@@ -42,7 +37,36 @@ export async function startTestServer(flags: Record<string, string> = {}, databa
     ECO3D_VIEWER_BUILD: 'skip',
     ...(database === 'postgres' ? { DATABASE_URL: process.env.DATABASE_URL, ECO3D_DB_SCHEMA: schema } : {}),
   };
-  const cfg = loadConfig({ flags: { data: dataDir, port: '0', ...flags }, env });
+}
+
+/** One JSON API call: Bearer token, JSON body; the answer's body parsed when it is JSON, else its text. */
+export async function apiCall(baseUrl: string, path: string, init: { method?: string; token?: string; body?: unknown } = {}): Promise<{ status: number; body: any }> {
+  const headers: Record<string, string> = {};
+  if (init.token !== undefined) headers.authorization = `Bearer ${init.token}`;
+  if (init.body !== undefined) headers['content-type'] = 'application/json';
+  const res = await fetch(`${baseUrl}${path}`, {
+    method: init.method ?? 'GET',
+    headers,
+    ...(init.body === undefined ? {} : { body: typeof init.body === 'string' ? init.body : JSON.stringify(init.body) }),
+  });
+  const text = await res.text();
+  let body: unknown = text;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    /* not JSON: keep the text */
+  }
+  return { status: res.status, body };
+}
+
+/**
+ * Starts a server on a fresh data directory. With `database: 'postgres'` it runs on
+ * DATABASE_URL in a fresh schema (dropped at close) instead of the embedded PGlite.
+ */
+export async function startTestServer(flags: Record<string, string> = {}, database: DatabaseKind = 'pglite'): Promise<TestServer> {
+  const dataDir = await mkdtemp(join(tmpdir(), 'eco3d-e2e-'));
+  const schema = `e2e_${randomBytes(6).toString('hex')}`;
+  const cfg = loadConfig({ flags: { data: dataDir, port: '0', ...flags }, env: testServerEnv(database, schema) });
   const server = await startServer(cfg, createLogger(cfg.logLevel), () => undefined);
   const clients: TeleopClient[] = [];
   const t: TestServer = {
@@ -54,24 +78,7 @@ export async function startTestServer(flags: Record<string, string> = {}, databa
       if (r.status !== 200) throw new Error(`login ${username}: ${r.status} ${JSON.stringify(r.body)}`);
       return r.body.token as string;
     },
-    async api(path, init = {}) {
-      const headers: Record<string, string> = {};
-      if (init.token !== undefined) headers.authorization = `Bearer ${init.token}`;
-      if (init.body !== undefined) headers['content-type'] = 'application/json';
-      const res = await fetch(`${server.url}${path}`, {
-        method: init.method ?? 'GET',
-        headers,
-        ...(init.body === undefined ? {} : { body: typeof init.body === 'string' ? init.body : JSON.stringify(init.body) }),
-      });
-      const text = await res.text();
-      let body: unknown = text;
-      try {
-        body = JSON.parse(text);
-      } catch {
-        /* not JSON: keep the text */
-      }
-      return { status: res.status, body };
-    },
+    api: (path, init = {}) => apiCall(server.url, path, init),
     async connect(channel, token) {
       const c = await TeleopClient.open(`${server.url.replace(/^http/, 'ws')}/ws/${channel}`, token);
       clients.push(c);
