@@ -26,6 +26,9 @@ export const ERROR_CODES = {
   ECO3D_ERR_UNKNOWN_TENANT: { httpStatus: 422, summary: 'The tenant named in the request does not exist' },
   ECO3D_ERR_UNKNOWN_DEVICE: { httpStatus: 422, summary: 'The device named in the request is not registered in its tenant' },
   ECO3D_ERR_PERIOD_CLOSED: { httpStatus: 409, summary: 'The billing period is invoiced: the change would alter an issued invoice' },
+  // data lake
+  ECO3D_ERR_BURNED_IN_ANNOTATION: { httpStatus: 422, summary: 'The image has burned-in annotation and no pixel mask is configured for its device model' },
+  ECO3D_ERR_K_ANONYMITY: { httpStatus: 422, summary: 'A dataset release is refused: a group of quasi-identifiers holds fewer than k records (report in details)' },
   // external systems
   ECO3D_ERR_UPSTREAM: { httpStatus: 502, summary: 'An external system (PACS, FHIR server, cloud) failed or answered an error' },
   // tele-operation and safety
