@@ -15,8 +15,21 @@
 // transfer syntax included, is a conflict (ECO3D_ERR_CONFLICT, failure reason 0111H "duplicate
 // SOP instance") and the stored file stays as it was, byte for byte.
 //
-// Files get a unique name (<SOP UID>.<random>.dcm): two concurrent stores of one UID then never
-// write the same path, and the loser of the index race removes only its own file.
+// Layouts. `hierarchical` (the default): <root>/<tenant>/<study>/<series>/<SOP UID>.<random>.dcm;
+// the unique name means two concurrent stores of one UID never write the same path, and the loser
+// of the index race removes only its own file. `content-addressed` (the research data lake):
+// <root>/<tenant>/objects/<h0h1>/<h2h3>/<sha256>.dcm, named by the data set hash. The SOP Instance
+// UID is inside the data set, so one path is one instance of one tenant: at most one index row
+// can point at it. Stores (and deletions) of one path are therefore serialised in this process
+// (one process owns the data directory, store/lock.ts): the index is checked again under the
+// lock, a file already indexed is never overwritten (its row's offsets describe ITS File Meta),
+// and an unindexed one (a crash's leftover) is replaced.
+//
+// `announce: false` stores without the DicomInstanceStored event: the lake's de-identified copies
+// must not be pushed to the hospital's PACS or FHIR server.
+//
+// deleteStudy (erasure) removes the index rows in one transaction, then the files; a file is only
+// removed when no row points at it any more.
 //
 // The main thread also runs the robot's control loop, so nothing here holds it for long: file
 // I/O is asynchronous, a big file's header is read as a growing prefix (never the whole file),
@@ -24,7 +37,7 @@
 // 4 MiB steps. Pixel data is never parsed on ingest.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { copyFile, mkdir, open, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { copyFile, mkdir, open, rename, rmdir, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, relative, resolve, sep } from 'node:path';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { Eco3dError, type ErrorCode } from '../protocols/errors.ts';
@@ -105,12 +118,27 @@ export interface InstanceRecord {
   readonly metadata?: DicomJsonDataset;
 }
 
+/** Where an instance's file goes under the root (see the file's head). */
+export type DicomArchiveLayout = 'hierarchical' | 'content-addressed';
+
 export interface DicomArchiveOptions {
   /** Where the files go (normally <data>/archive); created when missing. */
   readonly root: string;
   readonly db: Database;
   /** The clock of the events' occurredAt. Default Date.now. */
   readonly nowMs?: () => number;
+  /** Default 'hierarchical'. */
+  readonly layout?: DicomArchiveLayout;
+  /** Insert a DicomInstanceStored outbox event per stored instance. Default true. */
+  readonly announce?: boolean;
+}
+
+/** What deleteStudy removed. */
+export interface DeletedStudy {
+  /** Index rows of instances removed (0 when the study was not there). */
+  readonly instances: number;
+  /** Their size, as indexed. */
+  readonly bytes: number;
 }
 
 export interface StoreOptions {
@@ -180,14 +208,21 @@ class LostIndexRace extends Error {}
 export class DicomArchive {
   readonly root: string;
   readonly #db: Database;
+  readonly layout: DicomArchiveLayout;
+  readonly #announce: boolean;
   readonly #nowMs: () => number;
   readonly #knownDirs = new Set<string>();
+  /** Per file path: the tail of the chain of operations on it (content-addressed stores, deletions). */
+  readonly #pathLocks = new Map<string, Promise<void>>();
 
   constructor(options: DicomArchiveOptions) {
     // Absolute, so that the paths it hands out do not depend on the working directory.
     this.root = resolve(options.root);
     this.#db = options.db;
     this.#nowMs = options.nowMs ?? Date.now;
+    this.layout = options.layout ?? 'hierarchical';
+    if (this.layout !== 'hierarchical' && this.layout !== 'content-addressed') throw new Eco3dError('ECO3D_ERR_CONFIG', `unknown archive layout ${JSON.stringify(this.layout)}`);
+    this.#announce = options.announce ?? true;
   }
 
   /** The database the index lives in (for the DICOMweb queries). */
@@ -213,8 +248,9 @@ export class DicomArchive {
     }
     const parsed = describe(header, options);
     const sha256 = await sha256Chunked(bytes.subarray(header.datasetOffset));
-    const finalPath = await this.#finalPath(tenantId, parsed);
-    const tmp = `${finalPath}.tmp`;
+    const finalPath = await this.#finalPath(tenantId, parsed, sha256);
+    // Content-addressed: concurrent stores of one content share the final path, not the temporary one.
+    const tmp = this.layout === 'content-addressed' ? `${finalPath}.${randomBytes(6).toString('hex')}.tmp` : `${finalPath}.tmp`;
     // The look-up for an existing copy runs while the temporary file is written and synced:
     // a duplicate (rare) then costs a discarded write, a new instance (the rule) one wait less.
     const [existing, written] = await Promise.allSettled([this.#existing(tenantId, parsed.sopInstanceUid, sha256), writeDurably(tmp, bytes)]);
@@ -224,9 +260,22 @@ export class DicomArchive {
       return existing.value!;
     }
     if (written.status === 'rejected') throw written.reason;
-    await renameDurably(tmp, finalPath);
-    return this.#index(tenantId, parsed, { path: finalPath, sizeBytes: bytes.byteLength, sha256, source }, async () => {
-      await unlink(finalPath).catch(() => undefined);
+    return this.#placeAndIndex(tenantId, parsed, finalPath, async () => {
+      const again = this.layout === 'content-addressed' ? await this.#existing(tenantId, parsed.sopInstanceUid, sha256).catch(async (err: unknown) => {
+        await unlink(tmp).catch(() => undefined);
+        throw err;
+      }) : null;
+      if (again !== null) {
+        await unlink(tmp).catch(() => undefined);
+        return { duplicate: again };
+      }
+      await renameDurably(tmp, finalPath);
+      return {
+        file: { path: finalPath, sizeBytes: bytes.byteLength, sha256, source },
+        undo: async () => {
+          await unlink(finalPath).catch(() => undefined);
+        },
+      };
     });
   }
 
@@ -264,16 +313,23 @@ export class DicomArchive {
     const existing = await this.#existing(tenantId, parsed.sopInstanceUid, sha256);
     if (existing !== null) return existing;
 
-    const finalPath = await this.#finalPath(tenantId, parsed);
-    let undo: () => Promise<void>;
+    const finalPath = await this.#finalPath(tenantId, parsed, sha256);
     let afterCommit: (() => Promise<void>) | undefined;
-    if (options.move && (await renameIfSameFs(path, finalPath))) {
-      await syncDir(dirname(finalPath));
-      undo = async () => {
-        await rename(finalPath, path).catch(() => undefined);
-      };
-    } else {
-      const tmp = `${finalPath}.tmp`;
+    const result = await this.#placeAndIndex(tenantId, parsed, finalPath, async () => {
+      // Content-addressed: checked again under the path's lock (see the file's head).
+      const again = this.layout === 'content-addressed' ? await this.#existing(tenantId, parsed.sopInstanceUid, sha256) : null;
+      if (again !== null) return { duplicate: again };
+      const file = { path: finalPath, sizeBytes, sha256, source };
+      if (options.move && (await renameIfSameFs(path, finalPath))) {
+        await syncDir(dirname(finalPath));
+        return {
+          file,
+          undo: async () => {
+            await rename(finalPath, path).catch(() => undefined);
+          },
+        };
+      }
+      const tmp = this.layout === 'content-addressed' ? `${finalPath}.${randomBytes(6).toString('hex')}.tmp` : `${finalPath}.tmp`;
       await copyFile(path, tmp);
       const out = await open(tmp, 'r+');
       try {
@@ -282,15 +338,79 @@ export class DicomArchive {
         await out.close();
       }
       await renameDurably(tmp, finalPath);
-      undo = async () => {
-        await unlink(finalPath).catch(() => undefined);
-      };
       // The source is removed only once the copy is indexed; a failure to remove it loses nothing.
       if (options.move) afterCommit = () => unlink(path).catch(() => undefined);
-    }
-    const result = await this.#index(tenantId, parsed, { path: finalPath, sizeBytes, sha256, source }, undo);
+      return {
+        file,
+        undo: async () => {
+          await unlink(finalPath).catch(() => undefined);
+        },
+      };
+    });
     if (afterCommit !== undefined) await afterCommit();
     return result;
+  }
+
+  /**
+   * Removes a study of a tenant: its index rows (instances, series, study) in one transaction,
+   * then its files (and, in the hierarchical layout, its emptied directories, which are named by
+   * UID). For an erasure request. Idempotent: a study that is not there gives zeros. A file that
+   * cannot be removed once its rows are gone is ECO3D_ERR_INTERNAL naming it (details.paths).
+   */
+  async deleteStudy(tenantId: string, studyInstanceUid: string): Promise<DeletedStudy> {
+    checkTenant(tenantId);
+    // It names a directory too: nothing but a UID (none other can have been stored).
+    if (!isUid(studyInstanceUid)) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `study ${JSON.stringify(studyInstanceUid)} is not a UID`);
+    const removed = await this.#deleteStudyRows(tenantId, studyInstanceUid);
+    const left: string[] = [];
+    for (const r of removed) {
+      const path = this.#absolute(r.file_path);
+      await this.#exclusive(path, async () => {
+        // Content-addressed: the same instance may have been stored again since the commit.
+        const back = await this.#db.query('SELECT 1 FROM dicom_instances WHERE tenant_id = $1 AND sop_instance_uid = $2 AND file_path = $3', [tenantId, r.sop_instance_uid, r.file_path]);
+        if (back.length > 0) return;
+        try {
+          await unlink(path);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') left.push(path);
+        }
+      });
+    }
+    if (this.layout === 'hierarchical') {
+      const studyDir = join(this.root, tenantId, studyInstanceUid);
+      for (const dir of [...new Set(removed.map((r) => join(studyDir, r.series_uid))), studyDir]) {
+        this.#knownDirs.delete(dir);
+        // Only when empty: a store into the study (or series) racing this leaves them in place.
+        await rmdir(dir).catch(() => undefined);
+      }
+    }
+    if (left.length > 0) {
+      throw new Eco3dError('ECO3D_ERR_INTERNAL', `study ${studyInstanceUid}: the index rows are deleted, but ${left.length} file(s) could not be removed`, { details: { paths: left } });
+    }
+    return { instances: removed.length, bytes: removed.reduce((s, r) => s + Number(r.size_bytes), 0) };
+  }
+
+  /** deleteStudy's transaction: the rows it removed from dicom_instances. */
+  async #deleteStudyRows(tenantId: string, studyInstanceUid: string): Promise<{ sop_instance_uid: string; series_uid: string; file_path: string; size_bytes: number }[]> {
+    // A store into this study committing meanwhile makes a delete fail on a foreign key (PostgreSQL;
+    // PGlite runs one statement at a time): then it is run again, and removes that instance too.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#db.transaction(async (tx) => {
+          // Locks the study row: two deletions of one study run one after the other.
+          await tx.query('SELECT 1 FROM dicom_studies WHERE tenant_id = $1 AND study_uid = $2 FOR UPDATE', [tenantId, studyInstanceUid]);
+          const rows = await tx.query<{ sop_instance_uid: string; series_uid: string; file_path: string; size_bytes: number }>(
+            'DELETE FROM dicom_instances WHERE tenant_id = $1 AND study_uid = $2 RETURNING sop_instance_uid, series_uid, file_path, size_bytes',
+            [tenantId, studyInstanceUid],
+          );
+          await tx.query('DELETE FROM dicom_series WHERE tenant_id = $1 AND study_uid = $2', [tenantId, studyInstanceUid]);
+          await tx.query('DELETE FROM dicom_studies WHERE tenant_id = $1 AND study_uid = $2', [tenantId, studyInstanceUid]);
+          return rows;
+        });
+      } catch (err) {
+        if (pgCode(err) !== '23503' || attempt >= 3) throw err;
+      }
+    }
   }
 
   /** Absolute path of an instance's file, or null when the tenant has no such instance. */
@@ -373,9 +493,12 @@ export class DicomArchive {
     }));
   }
 
-  /** A QIDO-RS search in a tenant (archive/qido.ts); `baseUrl` is the DICOMweb root for RetrieveURLs. */
-  search(tenantId: string, level: QidoLevel, scope: QidoScope, query: ParsedQido, baseUrl: string): Promise<QidoResult> {
-    return runQido(this.#db, tenantId, level, scope, query, baseUrl);
+  /**
+   * A QIDO-RS search in a tenant (archive/qido.ts); `baseUrl` is the DICOMweb root for RetrieveURLs.
+   * With `allowedStudyUids`, only those studies (and their series and instances) can match.
+   */
+  search(tenantId: string, level: QidoLevel, scope: QidoScope, query: ParsedQido, baseUrl: string, allowedStudyUids?: Iterable<string>): Promise<QidoResult> {
+    return runQido(this.#db, tenantId, level, scope, query, baseUrl, allowedStudyUids);
   }
 
   // --- internals ------------------------------------------------------------------------------
@@ -407,13 +530,47 @@ export class DicomArchive {
     };
   }
 
-  async #finalPath(tenantId: string, p: ParsedInstance): Promise<string> {
-    const dir = join(this.root, tenantId, p.studyInstanceUid, p.seriesInstanceUid);
+  async #finalPath(tenantId: string, p: ParsedInstance, sha256: string): Promise<string> {
+    const contentAddressed = this.layout === 'content-addressed';
+    const dir = contentAddressed ? join(this.root, tenantId, 'objects', sha256.slice(0, 2), sha256.slice(2, 4)) : join(this.root, tenantId, p.studyInstanceUid, p.seriesInstanceUid);
     if (!this.#knownDirs.has(dir)) {
       await mkdir(dir, { recursive: true });
       this.#knownDirs.add(dir);
     }
-    return join(dir, `${p.sopInstanceUid}.${randomBytes(6).toString('hex')}.dcm`);
+    return join(dir, contentAddressed ? `${sha256}.dcm` : `${p.sopInstanceUid}.${randomBytes(6).toString('hex')}.dcm`);
+  }
+
+  /** Runs `fn` when the previous operations on `path` are done (see the file's head). */
+  async #exclusive<T>(path: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.#pathLocks.get(path) ?? Promise.resolve();
+    let release!: () => void;
+    const tail = previous.then(() => new Promise<void>((r) => (release = r)));
+    this.#pathLocks.set(path, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.#pathLocks.get(path) === tail) this.#pathLocks.delete(path);
+    }
+  }
+
+  /**
+   * Puts the file in place (`place`) and indexes it. Content-addressed, both run under the path's
+   * lock, and `place` may find the instance indexed meanwhile (a duplicate).
+   */
+  async #placeAndIndex(
+    tenantId: string,
+    p: ParsedInstance,
+    finalPath: string,
+    place: () => Promise<{ duplicate: StoreResult } | { file: { path: string; sizeBytes: number; sha256: string; source: DicomSource }; undo: () => Promise<void> }>,
+  ): Promise<StoreResult> {
+    const run = async (): Promise<StoreResult> => {
+      const placed = await place();
+      if ('duplicate' in placed) return placed.duplicate;
+      return this.#index(tenantId, p, placed.file, placed.undo);
+    };
+    return this.layout === 'content-addressed' ? this.#exclusive(finalPath, run) : run();
   }
 
   #absolute(relativePath: string): string {
@@ -443,7 +600,7 @@ export class DicomArchive {
       await this.#db.transaction(async (tx) => {
         const inserted = await insertRows(tx, tenantId, p, { rel, sizeBytes: file.sizeBytes, sha256: file.sha256, source: file.source });
         if (!inserted) throw new LostIndexRace();
-        await insertOutboxEvent(tx, event);
+        if (this.#announce) await insertOutboxEvent(tx, event);
       });
     } catch (err) {
       await undo();

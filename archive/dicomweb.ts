@@ -1,10 +1,17 @@
 // DICOMweb (PS3.18) under /dicom-web, as a fastify plugin: STOW-RS, QIDO-RS and WADO-RS over the
-// archive.
+// archive. It can be mounted more than once, each over its own archive: under another prefix,
+// read-only (no STOW-RS routes: a POST is the app's 404), and with its own access check.
 //
-// Auth: reading needs a clinician account (sonographer, physician, tenant-admin) or a scoped
-// token with `dicomweb:read`; storing needs the same roles or `dicomweb:write`. Every answer is
-// limited to the principal's tenant: another tenant's study is simply not there (404 / 204). Every
-// access is audited (dicomweb.stow, dicomweb.qido, dicomweb.wado) before the answer goes out.
+// Auth (built in): reading needs a clinician account (sonographer, physician, tenant-admin) or a
+// scoped token with `dicomweb:read`; storing needs the same roles or `dicomweb:write`. Every
+// answer is limited to the principal's tenant: another tenant's study is simply not there
+// (404 / 204). Every access is audited (dicomweb.stow, dicomweb.qido, dicomweb.wado) before the
+// answer goes out.
+//
+// An `access` option replaces that check (the research data lake's licences): it names the tenant
+// read, the actor, and optionally the only studies that exist for the request. QIDO-RS then
+// filters in SQL; WADO-RS of any other study answers the same 404 as a study that is not there,
+// and is audited `denied`. Its audit detail (a licence id) goes into every entry.
 //
 // The principal is the one the app's onRequest hook puts on `req.principal`; the role check is
 // done here rather than with server/auth.ts, which a layer may not import (ARCHITECTURE.md).
@@ -54,13 +61,41 @@ export interface DicomWebPrincipal {
   readonly scopes: readonly string[] | null;
 }
 
+/** `<auditPrefix>.stow|qido|wado`; with the default prefix: dicomweb.stow, dicomweb.qido, dicomweb.wado. */
+export type DicomWebAuditAction = `${string}.stow` | `${string}.qido` | `${string}.wado`;
+
 export interface DicomWebAuditEntry {
   readonly tenantId: string;
   readonly actor: string;
-  readonly action: 'dicomweb.stow' | 'dicomweb.qido' | 'dicomweb.wado';
+  readonly action: DicomWebAuditAction;
+  /** The path under the prefix, e.g. /studies/1.2.3/metadata. */
   readonly target?: string;
   readonly detail?: Record<string, unknown>;
 }
+
+/** Who a request acts as and what it may reach: the answer of DicomWebOptions.access. */
+export interface DicomWebAccess {
+  /** The archive tenant read (and, for STOW-RS, written). */
+  readonly tenantId: string;
+  /** Audited as the actor, and the STOW-RS source's actor. */
+  readonly actor: string;
+  /**
+   * When set, the only studies that exist for this request: QIDO-RS finds no other, WADO-RS of
+   * another is 404 (as for a study that is not there) and audited `denied`.
+   */
+  readonly studies?: ReadonlySet<string> | undefined;
+  /** Merged into every audit entry's detail (e.g. a licence id); the plugin's own keys win. */
+  readonly auditDetail?: Readonly<Record<string, unknown>> | undefined;
+  /** The tenant the audit entries are written under. Default: tenantId. */
+  readonly auditTenantId?: string | undefined;
+}
+
+/**
+ * Decides a request: resolves to the access, or throws an Eco3dError (ECO3D_ERR_UNAUTHENTICATED,
+ * ECO3D_ERR_FORBIDDEN) to refuse it. `principal` is req.principal (null when none). A refusal of
+ * a known principal is audited (denied) under the principal's tenant and username.
+ */
+export type DicomWebAccessCheck = (req: FastifyRequest, principal: DicomWebPrincipal | null, need: 'read' | 'write') => Promise<DicomWebAccess>;
 
 export interface DicomWebOptions {
   readonly archive: DicomArchive;
@@ -70,19 +105,31 @@ export interface DicomWebOptions {
   readonly maxStowBytes: number;
   /**
    * The service root as clients reach it, e.g. `https://eco3d.example/dicom-web`, for the
-   * RetrieveURLs and BulkDataURIs. Default: the request's protocol and Host, plus /dicom-web.
+   * RetrieveURLs and BulkDataURIs. Default: the request's protocol and Host, plus the prefix.
    */
   readonly baseUrl?: string | undefined;
   /** Renders frames to PNG/JPEG. Default: a worker thread, terminated when the app closes. */
   readonly renderer?: FrameRenderer | undefined;
   /** A STOW-RS part larger than this goes to a file under <archive>/.incoming, not memory. Default 32 MiB. */
   readonly spoolThresholdBytes?: number | undefined;
+  /** Where the routes are mounted, e.g. /lake/dicom-web. Default /dicom-web (DICOMWEB_PREFIX). */
+  readonly prefix?: string | undefined;
+  /** No STOW-RS routes (a POST is then the app's 404). Default false. */
+  readonly readOnly?: boolean | undefined;
+  /** Replaces the built-in role and scope check (see DicomWebAccessCheck). */
+  readonly access?: DicomWebAccessCheck | undefined;
+  /** The audit actions' prefix, e.g. lake.dicomweb gives lake.dicomweb.qido. Default dicomweb. */
+  readonly auditPrefix?: string | undefined;
 }
 
-/** Registers the DICOMweb routes under /dicom-web (an encapsulated plugin: own body parser and error handler). */
+/** Registers the DICOMweb routes under the prefix (an encapsulated plugin: own body parser and error handler). */
 export async function registerDicomWeb(app: FastifyInstance, options: DicomWebOptions): Promise<void> {
   if (!(Number.isSafeInteger(options.maxStowBytes) && options.maxStowBytes > 0)) throw new Eco3dError('ECO3D_ERR_CONFIG', `maxStowBytes must be a positive whole number, got ${options.maxStowBytes}`);
-  await app.register(async (scope) => routes(scope, options), { prefix: DICOMWEB_PREFIX });
+  const prefix = (options.prefix ?? DICOMWEB_PREFIX).replace(/\/+$/, '');
+  if (!/^(\/[A-Za-z0-9._~-]+)+$/.test(prefix)) throw new Eco3dError('ECO3D_ERR_CONFIG', `the DICOMweb prefix must be a path such as /dicom-web, got ${JSON.stringify(options.prefix)}`);
+  const auditPrefix = options.auditPrefix ?? 'dicomweb';
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(auditPrefix)) throw new Eco3dError('ECO3D_ERR_CONFIG', `auditPrefix must be a name such as lake.dicomweb, got ${JSON.stringify(auditPrefix)}`);
+  await app.register(async (scope) => routes(scope, options, prefix, auditPrefix), { prefix });
 }
 
 function principalOf(req: FastifyRequest): DicomWebPrincipal | null {
@@ -101,10 +148,17 @@ function check(req: FastifyRequest, need: 'read' | 'write'): { principal: DicomW
   return { principal: p };
 }
 
+type Service = 'stow' | 'qido' | 'wado';
+
 /** QIDO-RS or WADO-RS, by the path (for auditing a refused read). */
-function actionOf(req: FastifyRequest): 'dicomweb.qido' | 'dicomweb.wado' {
+function serviceOf(req: FastifyRequest): 'qido' | 'wado' {
   const path = req.url.split('?')[0]!;
-  return /\/(studies|series|instances)$/.test(path) ? 'dicomweb.qido' : 'dicomweb.wado';
+  return /\/(studies|series|instances)$/.test(path) ? 'qido' : 'wado';
+}
+
+function notThere(where: UidParams): Eco3dError {
+  const what = where.instance !== undefined ? `SOP Instance ${where.instance}` : where.series !== undefined ? `series ${where.series}` : `study ${where.study}`;
+  return new Eco3dError('ECO3D_ERR_NOT_FOUND', `no ${what}${where.instance !== undefined || where.series !== undefined ? ` in study ${where.study}` : ''}`);
 }
 
 function uid(name: string, v: string): string {
@@ -118,7 +172,7 @@ interface UidParams {
   instance?: string;
 }
 
-async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
+async function routes(app: FastifyInstance, o: DicomWebOptions, prefix: string, auditPrefix: string): Promise<void> {
   const { archive } = o;
   const renderer = o.renderer ?? new RenderPool();
   if (o.renderer === undefined) app.addHook('onClose', async () => renderer.close());
@@ -126,7 +180,7 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
   const spoolDir = join(archive.root, '.incoming');
   // One process owns the data directory (store/lock.ts): what a previous one left spooling is
   // an orphan of a request that never completed.
-  await rm(spoolDir, { recursive: true, force: true });
+  if (o.readOnly !== true) await rm(spoolDir, { recursive: true, force: true });
 
   // STOW-RS bodies are streamed by the handler, whatever their type (it answers 415 itself).
   app.removeAllContentTypeParsers();
@@ -143,16 +197,34 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
     return reply.status(500).send({ code: 'ECO3D_ERR_INTERNAL', message: 'internal error (logged)' });
   });
 
-  const baseUrl = (req: FastifyRequest): string => (o.baseUrl !== undefined ? o.baseUrl.replace(/\/+$/, '') : `${req.protocol}://${req.host}${DICOMWEB_PREFIX}`);
-  const audit = (p: DicomWebPrincipal, action: DicomWebAuditEntry['action'], req: FastifyRequest, detail: Record<string, unknown>): Promise<void> =>
-    o.audit({ tenantId: p.tenantId, actor: p.username, action, target: req.url.split('?')[0]!.slice(DICOMWEB_PREFIX.length) || '/', detail });
+  const baseUrl = (req: FastifyRequest): string => (o.baseUrl !== undefined ? o.baseUrl.replace(/\/+$/, '') : `${req.protocol}://${req.host}${prefix}`);
+  const audit = (a: DicomWebAccess, service: Service, req: FastifyRequest, detail: Record<string, unknown>): Promise<void> =>
+    o.audit({
+      tenantId: a.auditTenantId ?? a.tenantId,
+      actor: a.actor,
+      action: `${auditPrefix}.${service}`,
+      target: req.url.split('?')[0]!.slice(prefix.length) || '/',
+      detail: a.auditDetail === undefined ? detail : { ...a.auditDetail, ...detail },
+    });
   // A refused attempt by a known principal is audited too (denied: true): who tried what, when.
-  const authorize = async (req: FastifyRequest, need: 'read' | 'write'): Promise<DicomWebPrincipal> => {
+  const authorize = async (req: FastifyRequest, need: 'read' | 'write'): Promise<DicomWebAccess> => {
+    const service = need === 'write' ? 'stow' : serviceOf(req);
+    if (o.access !== undefined) {
+      const principal = principalOf(req);
+      try {
+        return await o.access(req, principal, need);
+      } catch (err) {
+        if (principal !== null && err instanceof Eco3dError) await audit({ tenantId: principal.tenantId, actor: principal.username }, service, req, { denied: true, reason: err.message });
+        throw err;
+      }
+    }
     const r = check(req, need);
-    if (!('error' in r)) return r.principal;
-    if (r.principal !== null) await audit(r.principal, need === 'write' ? 'dicomweb.stow' : actionOf(req), req, { denied: true, reason: r.error.message });
+    if (!('error' in r)) return { tenantId: r.principal.tenantId, actor: r.principal.username };
+    if (r.principal !== null) await audit({ tenantId: r.principal.tenantId, actor: r.principal.username }, service, req, { denied: true, reason: r.error.message });
     throw r.error;
   };
+  const outsideScope = (a: DicomWebAccess, study: string): boolean => a.studies !== undefined && !a.studies.has(study);
+  const OUTSIDE_SCOPE = 'the study is not among the studies this access grants';
   const warn = (req: FastifyRequest, texts: readonly string[]): string[] =>
     // As PS3.18 writes them (`299 <service>: <text>`, unquoted), printable ASCII only.
     texts.slice(0, 20).map((t) => `299 ${baseUrl(req)}: ${t.replace(/[^\x20-\x7e]/g, '?')}`);
@@ -190,7 +262,7 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
     let rejected: string | null = null; // why the current part is refused before reading it
     let received = 0;
     let syntaxError: string | undefined;
-    const source = { kind: 'stow', actor: p.username } as const;
+    const source = { kind: 'stow', actor: p.actor } as const;
     const storeOptions = studyInUrl === undefined ? {} : { expectedStudyInstanceUid: studyInUrl };
 
     let part = 0; // the part being read, 1-based
@@ -303,7 +375,7 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
       ...failed.map((f) => `part ${f.part}: ${f.message} (failure reason ${f.reason.toString(16).toUpperCase().padStart(4, '0')}H)`),
       ...(syntaxError === undefined ? [] : [`the body is malformed after the stored parts: ${syntaxError}`]),
     ];
-    await audit(p, 'dicomweb.stow', req, {
+    await audit(p, 'stow', req, {
       stored: stored.filter((r) => r.status === 'stored').length,
       duplicates: stored.filter((r) => r.status === 'duplicate').length,
       failed: failed.length,
@@ -315,9 +387,11 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
     return reply.status(status).type('application/dicom+json').send(JSON.stringify(response));
   };
 
-  const stowRoute = { bodyLimit: o.maxStowBytes };
-  app.post('/studies', stowRoute, async (req, reply) => stow(req, reply, undefined));
-  app.post<{ Params: { study: string } }>('/studies/:study', stowRoute, async (req, reply) => stow(req, reply, uid('study', req.params.study)));
+  if (o.readOnly !== true) {
+    const stowRoute = { bodyLimit: o.maxStowBytes };
+    app.post('/studies', stowRoute, async (req, reply) => stow(req, reply, undefined));
+    app.post<{ Params: { study: string } }>('/studies/:study', stowRoute, async (req, reply) => stow(req, reply, uid('study', req.params.study)));
+  }
 
   // --- QIDO-RS ------------------------------------------------------------------------------
 
@@ -326,9 +400,16 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
     const query = req.query as Record<string, unknown>;
     negotiateJson(typeof query.accept === 'string' ? query.accept : req.headers.accept);
     const parsed = parseQido(query);
-    const { results, more } = await archive.search(p.tenantId, level, scope, parsed, baseUrl(req));
+    const { results, more } = await archive.search(p.tenantId, level, scope, parsed, baseUrl(req), p.studies);
     const warnings = [...parsed.warnings, ...(more ? ['There are additional results that can be requested.'] : [])];
-    await audit(p, 'dicomweb.qido', req, { level, keys: parsed.matches.map((m) => m.attribute.keyword), results: results.length, fuzzymatching: parsed.fuzzy });
+    await audit(p, 'qido', req, {
+      level,
+      keys: parsed.matches.map((m) => m.attribute.keyword),
+      results: results.length,
+      fuzzymatching: parsed.fuzzy,
+      // Under a study outside the access: answered as an unknown one (204), recorded as refused.
+      ...(scope.study !== undefined && outsideScope(p, scope.study) ? { denied: true, reason: OUTSIDE_SCOPE } : {}),
+    });
     if (warnings.length > 0) reply.header('warning', warn(req, warnings));
     // PS3.18 10.6.3.1: 204 when nothing matches.
     if (results.length === 0) return reply.status(204).send();
@@ -352,12 +433,18 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
     ...(params.instance === undefined ? {} : { instance: uid('instance', params.instance) }),
   });
 
-  const find = async (req: FastifyRequest, p: DicomWebPrincipal, where: UidParams, metadata?: 'all' | 'pixel'): Promise<InstanceRecord[]> => {
+  // Every WADO-RS answer that serves anything goes through here. A study outside the access is
+  // refused at the very point where a missing one is found missing, so that whatever the request
+  // (a bad frame list, an Accept), both get the same answer; the refusal is audited as denied.
+  const find = async (req: FastifyRequest, p: DicomWebAccess, where: UidParams, metadata?: 'all' | 'pixel'): Promise<InstanceRecord[]> => {
+    if (outsideScope(p, where.study)) {
+      await audit(p, 'wado', req, { found: false, denied: true, reason: OUTSIDE_SCOPE });
+      throw notThere(where);
+    }
     const records = await archive.findInstances(p.tenantId, where, metadata === undefined ? {} : { metadata });
     if (records.length === 0) {
-      const what = where.instance !== undefined ? `SOP Instance ${where.instance}` : where.series !== undefined ? `series ${where.series}` : `study ${where.study}`;
-      await audit(p, 'dicomweb.wado', req, { found: false });
-      throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `no ${what}${where.instance !== undefined || where.series !== undefined ? ` in study ${where.study}` : ''}`);
+      await audit(p, 'wado', req, { found: false });
+      throw notThere(where);
     }
     return records;
   };
@@ -379,7 +466,7 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
       records.map((r) => r.transferSyntaxUid),
       where.instance !== undefined,
     );
-    await audit(p, 'dicomweb.wado', req, { kind: 'instances', instances: records.length, bytes: records.reduce((s, r) => s + r.sizeBytes, 0) });
+    await audit(p, 'wado', req, { kind: 'instances', instances: records.length, bytes: records.reduce((s, r) => s + r.sizeBytes, 0) });
     if (single) {
       const r = records[0]!;
       return reply.header('content-type', `application/dicom; transfer-syntax=${r.transferSyntaxUid}`).header('content-length', String(r.sizeBytes)).send(createReadStream(r.path));
@@ -401,8 +488,9 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
       if (r.pixelData !== null) md['7FE00010'] = { vr: r.pixelData.vr, BulkDataURI: `${instanceUrl(base, r)}/bulkdata/7FE00010` };
       return md;
     });
-    await audit(p, 'dicomweb.wado', req, { kind: 'metadata', instances: records.length });
-    return reply.type('application/dicom+json').send(JSON.stringify(out));
+    const body = JSON.stringify(out);
+    await audit(p, 'wado', req, { kind: 'metadata', instances: records.length, bytes: Buffer.byteLength(body) });
+    return reply.type('application/dicom+json').send(body);
   };
   app.get('/studies/:study/metadata', metadata);
   app.get('/studies/:study/series/:series/metadata', metadata);
@@ -416,7 +504,7 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
     const g = frameGeometry(r, samplesPerPixel(r));
     checkFrames(r, g, wanted);
     negotiateOctetStream(req.headers.accept);
-    await audit(p, 'dicomweb.wado', req, { kind: 'frames', frames: wanted.length });
+    await audit(p, 'wado', req, { kind: 'frames', frames: wanted.length, bytes: wanted.length * g.frameBytes });
     const boundary = newBoundary();
     return sendMultipart(reply, 'application/octet-stream', boundary, framesBody(boundary, r, g, wanted));
   });
@@ -436,7 +524,7 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
     const g = frameGeometry(r, pixel.samplesPerPixel);
     checkFrames(r, g, [n]);
     const bytes = await renderer.render({ pixel, frame: await readFrame(r.path, g, n), format, quality, window });
-    await audit(p, 'dicomweb.wado', req, { kind: 'rendered', frame: n, format });
+    await audit(p, 'wado', req, { kind: 'rendered', frame: n, format, bytes: bytes.length });
     return reply.type(format === 'png' ? 'image/png' : 'image/jpeg').send(bytes);
   };
   app.get('/studies/:study/series/:series/instances/:instance/rendered', rendered);
@@ -451,7 +539,7 @@ async function routes(app: FastifyInstance, o: DicomWebOptions): Promise<void> {
     if (px === null) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `SOP Instance ${r.sopInstanceUid} has no pixel data`);
     if (px.encapsulated || px.length === null) throw new Eco3dError('ECO3D_ERR_NOT_ACCEPTABLE', `SOP Instance ${r.sopInstanceUid} has compressed pixel data: retrieve the instance`);
     negotiateOctetStream(req.headers.accept);
-    await audit(p, 'dicomweb.wado', req, { kind: 'bulkdata', tag: '7FE00010' });
+    await audit(p, 'wado', req, { kind: 'bulkdata', tag: '7FE00010', bytes: px.length });
     const boundary = newBoundary();
     return sendMultipart(reply, 'application/octet-stream', boundary, bulkBody(boundary, r.path, px.offset, px.length));
   });

@@ -788,7 +788,7 @@ export async function recordFhirConsent(db: Database, tenantId: string, consent:
   const d = consentDecisionOf(consent);
   if ('issues' in d) throw invalidResource(d.issues);
   const patientId = await consentPatientId(db, tenantId, consent);
-  const record = await recordConsent(db, { tenantId, patientId, examId: null, decision: d.decision, recordedBy: by.username, recordedByAccountId: by.accountId });
+  const record = await db.transaction((tx) => recordConsent(tx, { tenantId, patientId, examId: null, decision: d.decision, recordedBy: by.username, recordedByAccountId: by.accountId }));
   const rendered = (await consentsForPatient(db, tenantId, patientId)).find((c) => c.id === record.id);
   if (rendered === undefined) throw new Eco3dError('ECO3D_ERR_INTERNAL', `consent ${record.id} was recorded but cannot be read back`);
   return rendered;

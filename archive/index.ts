@@ -1,8 +1,8 @@
 // The public surface of archive/: the DICOM store and DICOMweb (PS3.18).
 export { DicomArchive, FAILURE_REASON, failureReasonOf } from './dicom-store.ts';
-export type { DicomArchiveOptions, DicomSource, InstanceRecord, InstanceSummary, StoreFileOptions, StoreOptions, StoreResult } from './dicom-store.ts';
+export type { DeletedStudy, DicomArchiveLayout, DicomArchiveOptions, DicomSource, InstanceRecord, InstanceSummary, StoreFileOptions, StoreOptions, StoreResult } from './dicom-store.ts';
 export { registerDicomWeb, DICOMWEB_PREFIX, DICOMWEB_READ_SCOPE, DICOMWEB_WRITE_SCOPE, DICOMWEB_ROLES } from './dicomweb.ts';
-export type { DicomWebAuditEntry, DicomWebOptions, DicomWebPrincipal } from './dicomweb.ts';
+export type { DicomWebAccess, DicomWebAccessCheck, DicomWebAuditAction, DicomWebAuditEntry, DicomWebOptions, DicomWebPrincipal } from './dicomweb.ts';
 export { RenderPool, inlineRenderer } from './render.ts';
 export type { FrameRenderer } from './render.ts';
 // Push to an external PACS: the pacs-push outbox consumer (STOW-RS), the STOW-RS client, and a

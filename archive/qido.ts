@@ -345,8 +345,20 @@ const STUDY_ANSWER_OPTIONAL = ['00080005', '00080201'];
 const SERIES_ANSWER_TAGS = ['00080060', '0008103E', '0020000E', '00200011'];
 const SERIES_ANSWER_OPTIONAL = ['00400244', '00400245', '00400275'];
 
-/** Runs a parsed search for a tenant; `baseUrl` is the service root (…/dicom-web) for RetrieveURLs. */
-export async function runQido(q: Queryable, tenantId: string, level: QidoLevel, scope: QidoScope, parsed: ParsedQido, baseUrl: string): Promise<QidoResult> {
+/**
+ * Runs a parsed search for a tenant; `baseUrl` is the service root (…/dicom-web) for RetrieveURLs.
+ * `allowedStudyUids`, when given, limits every level to those studies (a licence's scope): the
+ * filter is in the query, so limit, offset and the "more results" warning count allowed ones only.
+ */
+export async function runQido(
+  q: Queryable,
+  tenantId: string,
+  level: QidoLevel,
+  scope: QidoScope,
+  parsed: ParsedQido,
+  baseUrl: string,
+  allowedStudyUids?: Iterable<string>,
+): Promise<QidoResult> {
   const params: unknown[] = [tenantId];
   const add = (v: unknown): string => {
     params.push(v);
@@ -355,6 +367,11 @@ export async function runQido(q: Queryable, tenantId: string, level: QidoLevel, 
   const where: string[] = [];
   const root = level === 'study' ? 'st' : level === 'series' ? 'se' : 'i';
   where.push(`${root}.tenant_id = $1`);
+  if (allowedStudyUids !== undefined) {
+    const allowed = [...allowedStudyUids];
+    if (allowed.length === 0) return { results: [], more: false };
+    where.push(`${root}.study_uid = ANY(${add(allowed)}::text[])`);
+  }
   if (scope.study !== undefined) where.push(`${level === 'study' ? 'st' : root}.study_uid = ${add(scope.study)}`);
   if (scope.series !== undefined) where.push(`${root}.series_uid = ${add(scope.series)}`);
 

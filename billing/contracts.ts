@@ -6,6 +6,7 @@
 // are a CONFLICT (which one would price a scan on the shared day?).
 import { z } from 'zod';
 import { Eco3dError } from '../protocols/errors.ts';
+import { parseWith, valueAt } from '../protocols/parse.ts';
 import { BPS_DENOMINATOR, MAX_AMOUNT_CENTS, MAX_QUANTITY } from './money.ts';
 import { DEFAULT_TIME_ZONE, MAX_YEAR, MIN_YEAR, requireTimeZone } from './periods.ts';
 
@@ -171,28 +172,7 @@ export const TenantBillingSchema = z.strictObject({
 export type TenantBilling = z.infer<typeof TenantBillingSchema>;
 export type TenantBillingInput = z.input<typeof TenantBillingSchema>;
 
-function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
-  let v: unknown = root;
-  for (const k of path) {
-    if (v === null || typeof v !== 'object') return undefined;
-    v = (v as Record<PropertyKey, unknown>)[k];
-  }
-  return v;
-}
-
-/**
- * Parses `raw` with `schema`, or throws an Eco3dError naming the first bad field:
- * NOT_FINITE for a NaN or infinite number, BAD_REQUEST otherwise.
- */
-export function parseWith<S extends z.ZodType>(schema: S, raw: unknown, what: string): z.infer<S> {
-  const r = schema.safeParse(raw);
-  if (r.success) return r.data;
-  const issue = r.error.issues[0]!;
-  const field = [what, ...issue.path.map(String)].join('.');
-  const value = valueAt(raw, issue.path);
-  const code = typeof value === 'number' && !Number.isFinite(value) ? 'ECO3D_ERR_NOT_FINITE' : 'ECO3D_ERR_BAD_REQUEST';
-  throw new Eco3dError(code, `${field}: ${issue.message}`, { details: { field, issues: r.error.issues.length } });
-}
+export { parseWith };
 
 export function parseContract(raw: unknown, what = 'contract'): Contract {
   const kind = valueAt(raw, ['model', 'kind']);

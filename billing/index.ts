@@ -62,7 +62,7 @@ export {
 } from './pricing.ts';
 export { USAGE_WRITE_SCOPE, MAX_BATCH_EVENTS, parseBatch, ingestBatch } from './ingest.ts';
 export { billingConsumer, uplinkConsumer, BILLING_CONSUMER, UPLINK_CONSUMER, USAGE_EVENTS_PATH } from './consumers.ts';
-export { meterAcquisition, reverseEntry, getBillingSettings, putBillingSettings, usageKey, type LedgerEntry } from './ledger.ts';
+export { meterAcquisition, reverseEntry, getBillingSettings, putBillingSettings, usageKey, recordCharge, listCharges, type LedgerEntry, type ChargeEntry } from './ledger.ts';
 export { listContracts, putContract } from './contract-store.ts';
 export { issueInvoice, viewInvoice, rerateIssued, listIssuedInvoices, billableTenants, type InvoiceView, type IssuedInvoice } from './invoices.ts';
 export { registerBilling, renderInvoice, runInvoices, INVOICE_FORMATS, type InvoiceFormat, type BillingPrincipal } from './routes.ts';

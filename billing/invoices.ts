@@ -15,7 +15,7 @@ import { type Contract, type TenantBilling } from './contracts.ts';
 import { issuedPeriods, listContracts } from './contract-store.ts';
 import { getBillingSettings, LEDGER_COLUMNS, lockTenantLedger, toEntry, type LedgerEntry, type LedgerRow } from './ledger.ts';
 import { nextPeriod, parsePeriod, type Period, periodBounds, periodOf } from './periods.ts';
-import { rate, type AvailabilityChange, type Invoice, type LateUsage, type OutcomeEvent, type UsageEvent } from './pricing.ts';
+import { rate, type AvailabilityChange, type Charge, type Invoice, type LateUsage, type OutcomeEvent, type UsageEvent } from './pricing.ts';
 
 export interface RatingInputs {
   readonly tenant: TenantBilling;
@@ -72,19 +72,33 @@ export async function rateFromLedger(q: Queryable, inputs: RatingInputs, period:
   const { startMs, endMs } = periodBounds(period, tz);
   const iso = (ms: number): string => new Date(ms).toISOString();
   // Only what rate() reads: a third fewer columns to decode, and no LedgerEntry in between.
-  const rows = await q.query<{ id: number; kind: string; idempotency_key: string; device_id: string; acquisition_uid: string; occurred_ms: number; billable: boolean; outcome: string | null }>(
-    `SELECT id, kind, idempotency_key, device_id, acquisition_uid, (extract(epoch FROM occurred_at) * 1000)::int8 AS occurred_ms, billable, outcome
+  const rows = await q.query<{
+    id: number;
+    kind: string;
+    idempotency_key: string;
+    device_id: string;
+    acquisition_uid: string;
+    occurred_ms: number;
+    billable: boolean;
+    outcome: string | null;
+    item: string | null;
+    description: string | null;
+    amount_cents: number | null;
+  }>(
+    `SELECT id, kind, idempotency_key, device_id, acquisition_uid, (extract(epoch FROM occurred_at) * 1000)::int8 AS occurred_ms, billable, outcome, item, description, amount_cents
      FROM usage_ledger u
-     WHERE tenant_id = $1 AND kind IN ('usage', 'outcome') AND id <= $2 AND occurred_at >= $3::timestamptz AND occurred_at < $4::timestamptz
+     WHERE tenant_id = $1 AND kind IN ('usage', 'outcome', 'charge') AND id <= $2 AND occurred_at >= $3::timestamptz AND occurred_at < $4::timestamptz
        AND NOT EXISTS (SELECT 1 FROM usage_ledger r WHERE r.reverses = u.id AND r.id <= $2)
      ORDER BY id`,
     [tenantId, watermark, iso(startMs), iso(endMs)],
   );
   const usage: UsageEvent[] = [];
   const outcomes: OutcomeEvent[] = [];
+  const charges: Charge[] = [];
   for (const r of rows) {
     const occurredAtMs = Number(r.occurred_ms);
     if (r.kind === 'usage') usage.push({ idempotencyKey: r.idempotency_key, tenantId, deviceId: r.device_id, acquisitionUid: r.acquisition_uid, occurredAtMs, billable: r.billable });
+    else if (r.kind === 'charge') charges.push({ idempotencyKey: r.idempotency_key, tenantId, item: r.item!, description: r.description!, amountCents: Number(r.amount_cents), occurredAtMs });
     else outcomes.push({ idempotencyKey: r.idempotency_key, tenantId, deviceId: r.device_id, outcome: r.outcome!, occurredAtMs });
   }
   // Every contract device's changes in one statement (was one per device): the last before the
@@ -103,7 +117,7 @@ export async function rateFromLedger(q: Queryable, inputs: RatingInputs, period:
   const availability: AvailabilityChange[] = [];
   for (const deviceId of devices) for (const a of changes) if (a.device_id === deviceId) availability.push({ deviceId, up: a.up, atMs: Number(a.at_ms) });
   const late = await lateUsage(q, tenantId, tz, startMs, watermark, previousWatermark);
-  return rate({ tenant: inputs.tenant, period, contracts: inputs.contracts, usage, outcomes, availability, late });
+  return rate({ tenant: inputs.tenant, period, contracts: inputs.contracts, usage, outcomes, availability, late, charges });
 }
 
 /** Scans of earlier periods that arrived, or were reversed, in (W0, W]. */

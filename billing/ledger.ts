@@ -11,7 +11,7 @@ import { type AbortReason, type AcquisitionAbortedV1, type AcquisitionCompletedV
 import { insertOutboxEvent, type Database, type Queryable } from '../store/index.ts';
 import { parseTenantBilling, type TenantBilling } from './contracts.ts';
 
-export type LedgerKind = 'usage' | 'outcome' | 'reversal';
+export type LedgerKind = 'usage' | 'outcome' | 'reversal' | 'charge';
 export type LedgerSource = 'local' | 'ingest' | 'admin';
 
 export interface LedgerEntry {
@@ -326,10 +326,81 @@ export async function reverseEntry(db: Database, r: { tenantId: string; idempote
   });
 }
 
-/** Newest first, for the admin's list. */
+// ---------------------------------------------------------------------------------------------
+// Charges: priced items that are not scans (a dataset licence; a plugin's use)
+
+export interface ChargeEntry {
+  readonly id: number;
+  readonly idempotencyKey: string;
+  readonly tenantId: string;
+  readonly item: string;
+  readonly description: string;
+  readonly amountCents: number;
+  readonly occurredAtMs: number;
+  readonly recordedBy: string;
+}
+
+interface ChargeRow {
+  id: number;
+  idempotency_key: string;
+  tenant_id: string;
+  item: string;
+  description: string;
+  amount_cents: number;
+  occurred_ms: number;
+  recorded_by: string;
+}
+
+const CHARGE_COLUMNS = `id, idempotency_key, tenant_id, item, description, amount_cents, (extract(epoch FROM occurred_at) * 1000)::int8 AS occurred_ms, recorded_by`;
+
+const toCharge = (r: ChargeRow): ChargeEntry => ({
+  id: Number(r.id),
+  idempotencyKey: r.idempotency_key,
+  tenantId: r.tenant_id,
+  item: r.item,
+  description: r.description,
+  amountCents: Number(r.amount_cents),
+  occurredAtMs: Number(r.occurred_ms),
+  recordedBy: r.recorded_by,
+});
+
+/**
+ * Records a charge in the caller's transaction, exactly once per key (the key comes from the fact,
+ * e.g. `lake-licence/<id>`): a re-send returns the stored entry, `created: false`. The amount is
+ * whole cents, 0 included (a free licence is still a recorded, billable item).
+ */
+export async function recordCharge(
+  tx: Queryable,
+  c: { idempotencyKey: string; tenantId: string; item: string; description: string; amountCents: number; occurredAtMs: number; recordedBy: string },
+): Promise<{ entry: ChargeEntry; created: boolean }> {
+  if (!Number.isSafeInteger(c.amountCents) || c.amountCents < 0) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `amountCents must be whole cents ≥ 0, got ${c.amountCents}`, { details: { field: 'amountCents' } });
+  if ((await tx.query('SELECT 1 FROM tenants WHERE id = $1', [c.tenantId])).length === 0) throw new Eco3dError('ECO3D_ERR_UNKNOWN_TENANT', `no tenant ${c.tenantId}`);
+  await lockTenantLedger(tx, c.tenantId, 'shared');
+  const rows = await tx.query<ChargeRow>(
+    `INSERT INTO usage_ledger (kind, idempotency_key, tenant_id, occurred_at, billable, amount_cents, item, description, source, recorded_by)
+     VALUES ('charge', $1, $2, $3::timestamptz, true, $4, $5, $6, 'local', $7)
+     ON CONFLICT (idempotency_key) DO NOTHING RETURNING ${CHARGE_COLUMNS}`,
+    [c.idempotencyKey, c.tenantId, new Date(c.occurredAtMs).toISOString(), c.amountCents, c.item, c.description, c.recordedBy],
+  );
+  if (rows[0] !== undefined) return { entry: toCharge(rows[0]), created: true };
+  const old = (await tx.query<ChargeRow>(`SELECT ${CHARGE_COLUMNS} FROM usage_ledger WHERE idempotency_key = $1 AND kind = 'charge'`, [c.idempotencyKey]))[0];
+  if (old === undefined || old.tenant_id !== c.tenantId) throw new Eco3dError('ECO3D_ERR_CONFLICT', `ledger key ${c.idempotencyKey} is taken by another entry`);
+  return { entry: toCharge(old), created: false };
+}
+
+/** A tenant's charges in [fromMs, toMs), oldest first. */
+export async function listCharges(q: Queryable, w: { tenantId: string; fromMs: number; toMs: number }): Promise<ChargeEntry[]> {
+  const rows = await q.query<ChargeRow>(
+    `SELECT ${CHARGE_COLUMNS} FROM usage_ledger WHERE tenant_id = $1 AND kind = 'charge' AND occurred_at >= $2::timestamptz AND occurred_at < $3::timestamptz ORDER BY id`,
+    [w.tenantId, new Date(w.fromMs).toISOString(), new Date(w.toMs).toISOString()],
+  );
+  return rows.map(toCharge);
+}
+
+/** Newest first, for the admin's list (scans, outcomes, reversals; charges are listCharges'). */
 export async function listEntries(q: Queryable, w: { tenantId: string; fromMs: number; toMs: number; limit: number }): Promise<LedgerEntry[]> {
   const rows = await q.query<LedgerRow>(
-    `SELECT ${LEDGER_COLUMNS} FROM usage_ledger WHERE tenant_id = $1 AND occurred_at >= $2::timestamptz AND occurred_at < $3::timestamptz
+    `SELECT ${LEDGER_COLUMNS} FROM usage_ledger WHERE tenant_id = $1 AND kind <> 'charge' AND occurred_at >= $2::timestamptz AND occurred_at < $3::timestamptz
      ORDER BY id DESC LIMIT $4`,
     [w.tenantId, new Date(w.fromMs).toISOString(), new Date(w.toMs).toISOString(), Math.max(1, Math.min(10_000, Math.trunc(w.limit)))],
   );

@@ -50,6 +50,20 @@ export interface LateUsage {
   readonly reversedKeys?: readonly string[];
 }
 
+/**
+ * A priced item that is not a scan (a dataset licence, a plugin's use): its amount is fixed when
+ * it is recorded, so rating only adds it up. Billed in the period it occurred in.
+ */
+export interface Charge {
+  readonly idempotencyKey: string;
+  readonly tenantId: string;
+  /** What is sold, e.g. `lake-licence:annual`. */
+  readonly item: string;
+  readonly description: string;
+  readonly amountCents: Cents;
+  readonly occurredAtMs: number;
+}
+
 export interface RateInput {
   readonly tenant: TenantBillingInput;
   readonly period: Period;
@@ -64,6 +78,8 @@ export interface RateInput {
    */
   readonly availability?: readonly AvailabilityChange[];
   readonly late?: readonly LateUsage[];
+  /** The period's charges, in any order (their key orders them on the invoice). */
+  readonly charges?: readonly Charge[];
 }
 
 export type LineRule =
@@ -81,6 +97,7 @@ export type LineRule =
   | 'sla-credit'
   | 'consortium-fee-share'
   | 'late-usage-adjustment'
+  | 'charge'
   | 'tax'
   | 'tax-exempt';
 
@@ -670,6 +687,34 @@ function pushDelta(out: InvoiceLine[], period: Period, old: InvoiceLine | undefi
   });
 }
 
+/** One line per charge, in key order (code-point order: no locale). */
+function chargeLines(charges: readonly Charge[], w: Window): InvoiceLine[] {
+  requireArray('charges', charges);
+  const seen = new Set<string>();
+  charges.forEach((c, i) => {
+    const f = `charges[${i}]`;
+    requireString(`${f}.idempotencyKey`, c.idempotencyKey, 512);
+    if (seen.has(c.idempotencyKey)) throw bad(`${f}.idempotencyKey`, `duplicate charge ${c.idempotencyKey}`);
+    seen.add(c.idempotencyKey);
+    if (c.tenantId !== w.tenantId) throw bad(`${f}.tenantId`, `charge of tenant ${c.tenantId} in ${w.tenantId}'s invoice`);
+    requireString(`${f}.item`, c.item, 200);
+    requireString(`${f}.description`, c.description, 500);
+    if (ratedCents(`${f}.amountCents`, [c.amountCents], 1) < 0) throw bad(`${f}.amountCents`, 'a charge is not negative (a credit is a reversal)');
+    requireMs(`${f}.occurredAtMs`, c.occurredAtMs);
+    if (c.occurredAtMs < w.startMs || c.occurredAtMs >= w.endMs) throw bad(`${f}.occurredAtMs`, `charge at ${new Date(c.occurredAtMs).toISOString()} is outside period ${w.period}`);
+  });
+  return [...charges]
+    .sort((a, b) => cmp(a.idempotencyKey, b.idempotencyKey))
+    .map((c) => ({
+      code: `CHG/${c.idempotencyKey}`,
+      description: c.description,
+      quantity: 1,
+      unitAmountCents: c.amountCents,
+      amountCents: c.amountCents,
+      explanation: { rule: 'charge', eventCount: 1, eventKeys: [c.idempotencyKey], formula: `${c.item}: 1 × ${c.amountCents} = ${c.amountCents}` },
+    }));
+}
+
 /**
  * Rates one tenant's period: its contracts' lines (contracts ordered by device, validFrom, id),
  * then adjustments for late usage of earlier periods, then the tax line, and the totals.
@@ -702,7 +747,7 @@ export function rate(input: RateInput): Invoice {
   });
 
   const rated = ratePeriod(tenant.tenantId, tz, period, contracts, input.usage, outcomes, availability, 'usage');
-  const lines = [...rated.lines, ...lateAdjustments(tenant.tenantId, tz, period, contracts, input.late ?? [])];
+  const lines = [...rated.lines, ...chargeLines(input.charges ?? [], w), ...lateAdjustments(tenant.tenantId, tz, period, contracts, input.late ?? [])];
   const subtotal = sumCents('subtotal', lines.map((l) => l.amountCents));
   const tax = tenant.tax;
   const taxAmount = tax.kind === 'rate' ? ratedCents('tax', [subtotal, tax.rateBps], BPS_DENOMINATOR) : 0;

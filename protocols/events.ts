@@ -125,7 +125,42 @@ export interface UsageRecordedV1 {
   readonly reason?: string;
 }
 
-export type DomainEvent = AcquisitionCompletedV1 | AcquisitionAbortedV1 | DicomInstanceStoredV1 | FhirResourceChangedV1 | UsageRecordedV1;
+/** A completed acquisition's de-identified copy entered the research data lake as a case. */
+export interface StudyDeidentifiedV1 {
+  readonly type: 'StudyDeidentified';
+  readonly version: 1;
+  /** `StudyDeidentified/<case id>`. */
+  readonly idempotencyKey: string;
+  /** The hospital the case came from. */
+  readonly tenantId: string;
+  readonly occurredAt: string;
+  readonly caseId: string;
+  /** The de-identified Study Instance UID (in the lake; never the original). */
+  readonly studyInstanceUid: string;
+  readonly instances: number;
+}
+
+/** A patient's research consent decision was recorded (the lake withdraws on no / revoked). */
+export interface ConsentRecordedV1 {
+  readonly type: 'ConsentRecorded';
+  readonly version: 1;
+  /** `ConsentRecorded/<tenant>/<consent id>`. */
+  readonly idempotencyKey: string;
+  readonly tenantId: string;
+  readonly occurredAt: string;
+  /** The consents row; the patient is found through it (no patient id in the event). */
+  readonly consentId: string;
+  readonly decision: 'yes' | 'no' | 'revoked';
+}
+
+export type DomainEvent =
+  | AcquisitionCompletedV1
+  | AcquisitionAbortedV1
+  | DicomInstanceStoredV1
+  | FhirResourceChangedV1
+  | UsageRecordedV1
+  | StudyDeidentifiedV1
+  | ConsentRecordedV1;
 export type DomainEventType = DomainEvent['type'];
 
 /** tenant + device + acquisition UID + event type: unique per acquisition outcome. */

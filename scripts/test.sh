@@ -14,6 +14,7 @@ command -v Orthanc >/dev/null || need+=(orthanc)              # a real PACS for 
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 command -v pdftotext >/dev/null || need+=(poppler-utils)     # invoice PDFs: text and structure checks
 command -v qpdf >/dev/null || need+=(qpdf)
+command -v unzip >/dev/null || need+=(unzip)               # the lake's zip exports: integrity and contents
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   if [ "$(id -u)" != 0 ]; then echo "need root (or sudo) to apt-get install ${need[*]}" >&2; exit 1; fi

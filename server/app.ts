@@ -145,6 +145,7 @@ const tokenBody = z
     scopes: z.array(z.string().max(100)).max(32),
     ttlSeconds: z.number().optional(),
     deviceId: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'a device id').optional(),
+    licenceId: z.string().min(1).max(64).optional(),
   })
   .strict();
 const examBody = z
@@ -375,6 +376,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
         tenantId: record.tenantId,
         expiresAtMs: record.expiresAtMs,
         ...(record.deviceId === undefined ? {} : { deviceId: record.deviceId }),
+        ...(record.licenceId === undefined ? {} : { licenceId: record.licenceId }),
       });
   });
 

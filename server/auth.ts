@@ -10,6 +10,7 @@ import type { FastifyRequest } from 'fastify';
 import { Eco3dError } from '../protocols/index.ts';
 import { LIVE_SCOPES, type LiveGrants, type ViewerTier } from '../protocols/live.ts';
 import { USAGE_WRITE_SCOPE } from '../billing/index.ts';
+import { LAKE_READ_SCOPE } from '../datalake/index.ts';
 import { isScopedToken, newScopedToken, scopedTokenHash, signToken, verifyPassword, verifyToken } from './auth-crypto.ts';
 
 import { ROLES, type ApiToken, type Role } from '../store/index.ts';
@@ -20,7 +21,7 @@ export { ROLES, type Role };
  * Every scope a token can be granted: the one list `POST /api/auth/tokens` checks against.
  * Later issues add theirs here (`study:deidentified:read`, `results:write`).
  */
-export const TOKEN_SCOPES: readonly string[] = [...LIVE_SCOPES, 'dicomweb:read', 'dicomweb:write', 'fhir:read', 'fhir:write', USAGE_WRITE_SCOPE];
+export const TOKEN_SCOPES: readonly string[] = [...LIVE_SCOPES, 'dicomweb:read', 'dicomweb:write', 'fhir:read', 'fhir:write', USAGE_WRITE_SCOPE, LAKE_READ_SCOPE];
 
 /** A principal's role: an account's, or `service` for a scoped token (admitted by no role list). */
 export type PrincipalRole = Role | 'service';
@@ -40,6 +41,8 @@ export interface Principal {
   readonly scopes: readonly string[] | null;
   /** A device token's device (usage ingestion accepts only its events). */
   readonly deviceId?: string;
+  /** A lake token's data licence (the lake serves only what it covers). */
+  readonly licenceId?: string;
 }
 
 export interface AccountInfo {
@@ -71,6 +74,7 @@ export interface AuthRepo {
     createdAtMs: number;
     expiresAtMs: number;
     deviceId?: string | undefined;
+    licenceId?: string | undefined;
   }): Promise<ApiToken>;
   /** The unexpired, unrevoked token with this hash, or null. */
   findActiveScopedToken(tokenHash: string, nowMs: number): Promise<ApiToken | null>;
@@ -134,7 +138,7 @@ export class AuthService {
    * Mints a scoped token in the admin's tenant. The token is in the answer only: the database
    * keeps its hash. Unknown scopes and lifetimes out of TOKEN_TTL_S are ECO3D_ERR_BAD_REQUEST.
    */
-  async mintToken(by: Principal, req: { name: string; scopes: readonly string[]; ttlSeconds?: number | undefined; deviceId?: string | undefined }): Promise<{ token: string; record: ApiToken }> {
+  async mintToken(by: Principal, req: { name: string; scopes: readonly string[]; ttlSeconds?: number | undefined; deviceId?: string | undefined; licenceId?: string | undefined }): Promise<{ token: string; record: ApiToken }> {
     const unknown = req.scopes.filter((s) => !TOKEN_SCOPES.includes(s));
     if (unknown.length > 0) {
       throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `unknown scope ${unknown.map((s) => JSON.stringify(s)).join(', ')}: a token can have ${TOKEN_SCOPES.join(', ')}`);
@@ -142,6 +146,9 @@ export class AuthService {
     if (req.scopes.length === 0) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `a token needs at least one scope of ${TOKEN_SCOPES.join(', ')}`);
     if (req.scopes.includes(USAGE_WRITE_SCOPE) && req.deviceId === undefined) {
       throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `a ${USAGE_WRITE_SCOPE} token is a device's: give its deviceId`, { details: { field: 'deviceId' } });
+    }
+    if (req.scopes.includes(LAKE_READ_SCOPE) !== (req.licenceId !== undefined)) {
+      throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `a ${LAKE_READ_SCOPE} token is a data licence's: give its licenceId (and only for that scope)`, { details: { field: 'licenceId' } });
     }
     const ttlS = req.ttlSeconds ?? TOKEN_TTL_S.default;
     if (!Number.isInteger(ttlS) || ttlS < TOKEN_TTL_S.min || ttlS > TOKEN_TTL_S.max) {
@@ -158,6 +165,7 @@ export class AuthService {
       createdAtMs,
       expiresAtMs: createdAtMs + ttlS * 1000,
       ...(req.deviceId === undefined ? {} : { deviceId: req.deviceId }),
+      ...(req.licenceId === undefined ? {} : { licenceId: req.licenceId }),
     });
     return { token, record };
   }
@@ -206,6 +214,7 @@ const tokenPrincipal = (t: ApiToken): Principal => ({
   kind: 'token',
   scopes: t.scopes,
   ...(t.deviceId === undefined ? {} : { deviceId: t.deviceId }),
+  ...(t.licenceId === undefined ? {} : { licenceId: t.licenceId }),
 });
 
 /** A signed-in account with one of `roles`. A scoped token never passes (its role is `service`). */

@@ -11,6 +11,9 @@
 //                           VolumeReconstruction options used
 //   volume.mha              what `eco3d reconstruct --config-file reconstruction.xml
 //                           --source-seq-file tracked-frames.igs.mha` produces (it runs that code)
+//   sweep-quality.json      what the data lake's quality gate reads (SweepQualityRecord): frames
+//                           kept and dropped, the sweep phase's duration, and the contact force at
+//                           each kept frame
 import { createWriteStream, mkdirSync, readdirSync, rmSync, writeFileSync, type WriteStream } from 'node:fs';
 import { finished } from 'node:stream/promises';
 import { join } from 'node:path';
@@ -36,7 +39,25 @@ export interface SweepImagingOptions {
    * by a process that died are removed at start.
    */
   readonly spoolDir: string;
+  /** The probe's contact force now (wrench z, positive pressing), sampled at each kept frame; null when unknown. */
+  readonly contactForceN?: () => number | null;
 }
+
+/** sweep-quality.json: the facts a quality score is computed from (datalake/quality.ts). */
+export interface SweepQualityRecord {
+  readonly framesAcquired: number;
+  readonly droppedFrames: number;
+  readonly frameRateHz: number;
+  /** From the first to the last kept frame, on the robot's clock. */
+  readonly sweepDurationMs: number;
+  /** One per kept frame with a force reading, newtons, rounded to 0.01. */
+  readonly forceSamplesN: readonly number[];
+}
+
+export const SWEEP_QUALITY_FILE = 'sweep-quality.json';
+
+/** The simulated scanner's frame rate, on the robot's clock. */
+export const FRAME_RATE_HZ = 30;
 
 export interface SweepImagingResult {
   readonly frames: number;
@@ -68,7 +89,7 @@ export async function scannerFrames$(
 ): Promise<{ frames$: Observable<TrackedFrame>; close(): Promise<void> }> {
   const worker = await startRenderWorker(phantomSeed);
   await worker.render(HOME_POSE, 0);
-  return { frames$: workerUltrasoundFrames$((pose, tMs) => worker.render(pose, tMs), states$, 30, onError), close: () => worker.close() };
+  return { frames$: workerUltrasoundFrames$((pose, tMs) => worker.render(pose, tMs), states$, FRAME_RATE_HZ, onError), close: () => worker.close() };
 }
 
 /** The sweep being recorded: its frames' pixels go to a spool file as they come, the rest stays here. */
@@ -77,6 +98,7 @@ interface Recording {
   readonly spoolFile: string;
   readonly out: WriteStream;
   readonly frames: SpooledFrame[];
+  readonly forceSamplesN: number[];
   dropped: number;
   failure: Error | undefined;
 }
@@ -116,6 +138,8 @@ export class SweepImaging {
       // ProbeToReference = ImageToReference · ProbeToImage: what a tracker would have recorded.
       const probeToReference = mat4Mul(f.imageToReference, this.probeFromImage);
       rec.frames.push({ timestampS: f.tMs / 1000, transforms: new Map([['ProbeToReference', probeToReference]]) });
+      const forceN = opts.contactForceN?.() ?? null;
+      if (forceN !== null && Number.isFinite(forceN)) rec.forceSamplesN.push(Math.round(forceN * 100) / 100);
       // Asynchronous, in order; the stream holds the buffer until it is on disk.
       rec.out.write(f.pixels);
     });
@@ -125,7 +149,7 @@ export class SweepImaging {
     this.drop();
     const spoolFile = join(this.opts.spoolDir, `${uid}${SPOOL_SUFFIX}`);
     const out = createWriteStream(spoolFile);
-    const rec: Recording = { uid, spoolFile, out, frames: [], dropped: 0, failure: undefined };
+    const rec: Recording = { uid, spoolFile, out, frames: [], forceSamplesN: [], dropped: 0, failure: undefined };
     out.on('error', (err) => {
       rec.failure ??= err;
     });
@@ -172,6 +196,14 @@ export class SweepImaging {
       const configFile = join(dir, 'reconstruction.xml');
       await writePlusSequenceFileFromRaw(seqFile, { width: g.widthPx, height: g.heightPx, frames: rec.frames }, rec.spoolFile, { compress: this.opts.compressFrames ?? true });
       writeFileSync(configFile, reconstructionConfigXml(this.simulator, this.opts.outputSpacingMm ?? 0.5));
+      const quality: SweepQualityRecord = {
+        framesAcquired: rec.frames.length,
+        droppedFrames: rec.dropped,
+        frameRateHz: FRAME_RATE_HZ,
+        sweepDurationMs: Math.round(((rec.frames.at(-1)?.timestampS ?? 0) - (rec.frames[0]?.timestampS ?? 0)) * 1000),
+        forceSamplesN: rec.forceSamplesN,
+      };
+      writeFileSync(join(dir, SWEEP_QUALITY_FILE), `${JSON.stringify(quality)}\n`);
       const volume = await reconstruct({ configFile, sourceSeqFile: seqFile, outputVolumeFile: join(dir, 'volume.mha') });
       return { frames: rec.frames.length, droppedFrames: rec.dropped, volume };
     } finally {

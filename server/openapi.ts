@@ -1,6 +1,7 @@
 // The OpenAPI 3.1 document of the product's own JSON API (`GET /api/openapi.json`).
 // DICOMweb and FHIR follow their own standards and are not described here.
 import { billingOpenApiPaths } from '../billing/index.ts';
+import { lakeOpenApiPaths } from '../datalake/index.ts';
 import { TOKEN_SCOPES } from './auth.ts';
 
 const error = { $ref: '#/components/schemas/Error' };
@@ -349,6 +350,7 @@ export function openApiDocument(): Record<string, unknown> {
       '/ws/operator': { get: { summary: 'Tele-operation WebSocket (sonographer); messages in protocols/teleop.ts', responses: { '101': { description: 'upgraded' }, ...errors } } },
       '/ws/bedside': { get: { summary: 'Bedside WebSocket (bedside staff): e-stop, reset, stop, sweeps', responses: { '101': { description: 'upgraded' }, ...errors } } },
       ...billingOpenApiPaths(),
+      ...lakeOpenApiPaths(),
     },
   };
 }

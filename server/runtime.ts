@@ -51,7 +51,8 @@ import {
   type DataDirLock,
 } from '../store/index.ts';
 import { billingConsumer, periodOf, putContract, listContracts, registerBilling, uplinkConsumer } from '../billing/index.ts';
-import { createFhirService, DicomArchive, fhirPushConsumer, pacsPushConsumer, parsePacsTarget, registerDicomWeb, registerFhir } from '../archive/index.ts';
+import { createFhirService, DicomArchive, fhirPushConsumer, pacsPushConsumer, parsePacsTarget, registerDicomWeb, registerFhir, RenderPool } from '../archive/index.ts';
+import { wireLake } from './lake.ts';
 import { ACQUISITION_FILES, buildApp, type ApiRepo } from './app.ts';
 import { runEco3dInChild } from './child-command.ts';
 import { PACKAGE_VERSION } from './scan.ts';
@@ -190,7 +191,17 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     );
     // Uncompressed frames: deflating ~100 MB in this process would stall the control loop; the
     // reconstruction runs in a child process for the same reason.
-    const imaging: SweepImaging = new SweepImaging(frames$, scanner, () => acquisition.snapshot, { compressFrames: false, spoolDir: join(acquisitionsDir(cfg.dataDir), '.spool') });
+    // The contact force at each kept frame goes into sweep-quality.json (the lake's quality gate).
+    let contactForceN: number | null = null;
+    const forceSub = driver.state$.subscribe((s) => {
+      contactForceN = s.wrench?.forceN.z ?? null;
+    });
+    cleanups.push(() => forceSub.unsubscribe());
+    const imaging: SweepImaging = new SweepImaging(frames$, scanner, () => acquisition.snapshot, {
+      compressFrames: false,
+      spoolDir: join(acquisitionsDir(cfg.dataDir), '.spool'),
+      contactForceN: () => contactForceN,
+    });
     const imagingWork = reconstructCompletedAcquisitions(acquisition, imaging, acquisitionsDir(cfg.dataDir), log);
     cleanups.push(async () => {
       imagingWork.subscription.unsubscribe();
@@ -209,6 +220,12 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
       );
     }
 
+    // The research data lake: a consenting patient's completed scan is copied de-identified
+    // once its study is archived (server/lake.ts).
+    const renderer = new RenderPool();
+    cleanups.push(() => renderer.close());
+    const lake = wireLake({ db, dataDir: cfg.dataDir, hospitalArchive: archive, acquisitionsDir: acquisitionsDir(cfg.dataDir), publicUrl, renderer, log });
+
     // Each completed acquisition becomes a study in the archive, announced over FHIR.
     const studies: StudiesDeps = {
       db,
@@ -219,8 +236,10 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
       studyDefaults: { phantomSeed: 1, probe: scanner.probe, softwareVersion: `eco3d ${PACKAGE_VERSION}` },
       organization: (await getTenant(db, cfg.tenantId))?.name ?? cfg.tenantId,
       log,
+      onDone: lake.studyDone,
     };
     dispatcher.register(studyConsumer(studies));
+    for (const c of lake.consumers) dispatcher.register(c);
     // Every finished acquisition is metered (billing/); an edge forwards its scans to the cloud.
     dispatcher.register(billingConsumer(db));
     if (cfg.uplink !== undefined) dispatcher.register(uplinkConsumer(cfg.uplink));
@@ -303,7 +322,9 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
             },
             maxStowBytes: MAX_STOW_BYTES,
             baseUrl: `${publicUrl}/dicom-web`,
+            renderer,
           }),
+        ...lake.plugins,
         (app) =>
           registerBilling(app, {
             db,

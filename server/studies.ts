@@ -60,6 +60,8 @@ export interface StudiesDeps {
   readonly studyDefaults: Pick<ScanStudyInput, 'phantomSeed' | 'probe' | 'softwareVersion'>;
   readonly organization: string;
   readonly log: Logger;
+  /** Told when this consumer is done with an acquisition (its study archived, or none possible): the lake's intake waits for it. */
+  readonly onDone?: (tenantId: string, acquisitionUid: string) => void;
 }
 
 export const STUDY_CONSUMER = 'archive-study';
@@ -80,6 +82,7 @@ export function studyConsumer(d: StudiesDeps): OutboxConsumer {
           // Frames live in memory until the sweep's end: after a crash they are gone, and a
           // failed reconstruction left no volume. Retrying cannot bring them back.
           d.log.error({ acquisitionUid: uid }, 'no images on disk for this completed acquisition: no DICOM study');
+          d.onDone?.(event.tenantId, uid);
           return;
         }
         const exam = await getExamOfAcquisition(d.db, event.tenantId, uid);
@@ -110,6 +113,7 @@ export function studyConsumer(d: StudiesDeps): OutboxConsumer {
       }
       await d.fhir.studyArchived({ tenantId: event.tenantId, study, startedAtMs: Date.parse(event.startedAt) });
       d.log.info({ acquisitionUid: uid, instances: study.instances.length }, 'study archived');
+      d.onDone?.(event.tenantId, uid);
     },
   };
 }

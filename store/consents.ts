@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { Eco3dError } from '../protocols/errors.ts';
 import type { Queryable } from './database.ts';
+import { insertOutboxEvent } from './outbox.ts';
 import { badRequest, rethrowConstraint } from './util.ts';
 
 export type ConsentDecision = 'yes' | 'no' | 'revoked';
@@ -50,7 +51,7 @@ const toRecord = (r: ConsentRow): ConsentRecord => ({
 });
 
 /**
- * Appends a decision. With `examId`, the exam must be the tenant's and the patient's
+ * Appends a decision, and its ConsentRecorded event: call it in a transaction. With `examId`, the exam must be the tenant's and the patient's
  * (ECO3D_ERR_NOT_FOUND / ECO3D_ERR_BAD_REQUEST otherwise).
  */
 export async function recordConsent(
@@ -73,7 +74,18 @@ export async function recordConsent(
        VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
       [randomUUID(), c.tenantId, patientId, examId, c.decision, c.recordedBy, c.recordedByAccountId],
     );
-    return toRecord(rows[0]!);
+    const record = toRecord(rows[0]!);
+    // The data lake acts on it (a no or a revocation withdraws the patient's copies).
+    await insertOutboxEvent(q, {
+      type: 'ConsentRecorded',
+      version: 1,
+      idempotencyKey: `ConsentRecorded/${record.tenantId}/${record.id}`,
+      tenantId: record.tenantId,
+      occurredAt: new Date(record.recordedAtMs).toISOString(),
+      consentId: record.id,
+      decision: record.decision,
+    });
+    return record;
   } catch (err) {
     return rethrowConstraint(err, { missingParent: `tenant ${c.tenantId} does not exist` });
   }

@@ -19,6 +19,8 @@ export interface ApiToken {
   readonly revokedBy?: string;
   /** A device token (usage ingestion): only this device's events are accepted with it. */
   readonly deviceId?: string;
+  /** A lake token: bound to this data licence of its tenant (datalake/licences.ts). */
+  readonly licenceId?: string;
 }
 
 interface TokenRow {
@@ -33,6 +35,7 @@ interface TokenRow {
   revoked_at: Date | null;
   revoked_by: string | null;
   device_id: string | null;
+  licence_id: string | null;
 }
 
 const toToken = (r: TokenRow): ApiToken => ({
@@ -46,6 +49,7 @@ const toToken = (r: TokenRow): ApiToken => ({
   ...(r.revoked_at === null ? {} : { revokedAtMs: r.revoked_at.getTime() }),
   ...(r.revoked_by === null ? {} : { revokedBy: r.revoked_by }),
   ...(r.device_id === null ? {} : { deviceId: r.device_id }),
+  ...(r.licence_id === null ? {} : { licenceId: r.licence_id }),
 });
 
 const SCOPE = /^[a-z][a-z0-9]*(:[a-z][a-z0-9-]*)+$/;
@@ -56,7 +60,7 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
 /** Stores a new token. `tokenHash` is a hash of the token (at least 32 characters), never the token. */
 export async function createApiToken(
   q: Queryable,
-  t: { tokenHash: string; tenantId: string; name: string; scopes: readonly string[]; createdBy: string; createdAtMs: number; expiresAtMs: number; deviceId?: string | undefined },
+  t: { tokenHash: string; tenantId: string; name: string; scopes: readonly string[]; createdBy: string; createdAtMs: number; expiresAtMs: number; deviceId?: string | undefined; licenceId?: string | undefined },
 ): Promise<ApiToken> {
   if (t.tokenHash.length < 32) throw badRequest('a token is stored as its hash (at least 32 characters)');
   const name = t.name.trim();
@@ -68,12 +72,15 @@ export async function createApiToken(
   const scopes = [...new Set(t.scopes)];
   try {
     const rows = await q.query<TokenRow>(
-      `INSERT INTO api_tokens (id, token_hash, tenant_id, name, scopes, created_by, created_at, expires_at, device_id)
-       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::timestamptz, $8::timestamptz, $9) RETURNING *`,
-      [randomUUID(), t.tokenHash, t.tenantId, name, JSON.stringify(scopes), t.createdBy, iso(t.createdAtMs), iso(t.expiresAtMs), t.deviceId ?? null],
+      `INSERT INTO api_tokens (id, token_hash, tenant_id, name, scopes, created_by, created_at, expires_at, device_id, licence_id)
+       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::timestamptz, $8::timestamptz, $9, $10) RETURNING *`,
+      [randomUUID(), t.tokenHash, t.tenantId, name, JSON.stringify(scopes), t.createdBy, iso(t.createdAtMs), iso(t.expiresAtMs), t.deviceId ?? null, t.licenceId ?? null],
     );
     return toToken(rows[0]!);
   } catch (err) {
+    if (t.licenceId !== undefined && pgErrorCode(err) === '23503' && /licence/.test(String((err as { constraint?: string }).constraint ?? (err as Error).message))) {
+      throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `licence ${t.licenceId} is not one of tenant ${t.tenantId}'s`, { cause: err });
+    }
     if (t.deviceId !== undefined && pgErrorCode(err) === '23503') {
       throw new Eco3dError('ECO3D_ERR_UNKNOWN_DEVICE', `device ${t.deviceId} is not registered in tenant ${t.tenantId}`, { cause: err });
     }

@@ -1,0 +1,132 @@
+// The research data lake, wired: its keys, its content-addressed archive of de-identified
+// instances (<data>/lake, reserved tenant eco3d-lake, no outbox events: the copies never go to
+// the hospital's PACS or FHIR server), the intake and consent consumers, /api/lake, and the
+// de-identified DICOMweb at /lake/dicom-web scoped to the caller's licence.
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { DicomArchive, registerDicomWeb, type DicomWebAuditEntry, type FrameRenderer } from '../archive/index.ts';
+import { recordCharge } from '../billing/index.ts';
+import {
+  consentConsumer,
+  intakeConsumer,
+  lakeTokenScope,
+  licenceScope,
+  LAKE_TENANT,
+  loadLakeKeys,
+  logAccess,
+  registerLake,
+  StudyGate,
+  type LakeKeys,
+  type LakePrincipal,
+  type LicenceScope,
+} from '../datalake/index.ts';
+import { toEco3dError } from '../protocols/index.ts';
+import { appendAudit, type Database, type OutboxConsumer } from '../store/index.ts';
+import type { Logger } from './log.ts';
+import { STUDY_CONSUMER } from './studies.ts';
+
+export const LAKE_DICOMWEB_PREFIX = '/lake/dicom-web';
+
+export interface LakeWiring {
+  readonly keys: LakeKeys;
+  readonly archive: DicomArchive;
+  /** For StudiesDeps.onDone: the intake waits for the study of each acquisition. */
+  readonly studyDone: (tenantId: string, acquisitionUid: string) => void;
+  readonly consumers: readonly OutboxConsumer[];
+  readonly plugins: ReadonlyArray<(app: FastifyInstance) => Promise<void>>;
+}
+
+export function wireLake(o: { db: Database; dataDir: string; hospitalArchive: DicomArchive; acquisitionsDir: string; publicUrl: string; renderer: FrameRenderer; log: Logger }): LakeWiring {
+  const { db, log } = o;
+  const keys = loadLakeKeys(join(o.dataDir, 'keys', 'lake.key'));
+  const lake = new DicomArchive({ root: join(o.dataDir, 'lake'), db, layout: 'content-addressed', announce: false });
+  const gate = new StudyGate(db, STUDY_CONSUMER);
+  const consumers = [
+    intakeConsumer({ db, keys, archive: o.hospitalArchive, lake, acquisitionsDir: o.acquisitionsDir, studyDone: (t, u, k, s) => gate.wait(t, u, k, s), log }),
+    consentConsumer({ db, keys, log }),
+  ];
+
+  const lakeDicomWeb = (app: FastifyInstance): Promise<void> =>
+    registerDicomWeb(app, {
+      archive: lake,
+      prefix: LAKE_DICOMWEB_PREFIX,
+      readOnly: true,
+      auditPrefix: 'lake.dicomweb',
+      maxStowBytes: 1,
+      renderer: o.renderer,
+      baseUrl: `${o.publicUrl}${LAKE_DICOMWEB_PREFIX}`,
+      access: async (_req, principal) => {
+        const p = principal as LakePrincipal | null;
+        const scope = await lakeTokenScope(db, p, Date.now());
+        return {
+          tenantId: LAKE_TENANT,
+          actor: p!.username,
+          studies: new Set(scope.studies.values()),
+          auditTenantId: p!.tenantId,
+          auditDetail: { licence: scope.licence.id },
+        };
+      },
+      audit: async (e: DicomWebAuditEntry) => {
+        // Every lake DICOMweb access, allowed or refused, goes to the lake's access log (with the anomaly rule).
+        const d = e.detail ?? {};
+        const licence = typeof d.licence === 'string' ? d.licence : null;
+        const allowed = d.denied !== true && d.found !== false;
+        const scope = licence === null ? undefined : await scopeFor(licence, e.tenantId);
+        const anomaly = await logAccess(
+          db,
+          {
+            licenceId: licence,
+            partnerTenantId: e.tenantId,
+            actor: e.actor,
+            action: e.action,
+            target: e.target ?? '/',
+            allowed,
+            instances: typeof d.instances === 'number' ? d.instances : 0,
+            sizeBytes: typeof d.bytes === 'number' ? d.bytes : 0,
+            caseIds: allowed && scope !== undefined ? casesOf(scope, e.target ?? '') : [],
+            detail: d,
+          },
+          scope,
+          Date.now(),
+        );
+        if (anomaly?.flagged === true) log.warn({ licence, reasons: anomaly.reasons }, 'unusual lake access (flagged in the access log)');
+      },
+    });
+  /** The case a WADO path reaches (/studies/<lake study UID>/…), by the licence's own map. */
+  const casesOf = (scope: LicenceScope, target: string): string[] => {
+    const study = /^\/studies\/([0-9.]+)/.exec(target)?.[1];
+    if (study === undefined) return [];
+    for (const [caseId, uid] of scope.studies) if (uid === study) return [caseId];
+    return [];
+  };
+  const scopeFor = async (licenceId: string, tenantId: string): Promise<LicenceScope | undefined> => {
+    try {
+      return await licenceScope(db, licenceId, tenantId, Date.now());
+    } catch (err) {
+      log.warn({ licenceId, err: toEco3dError(err).message }, 'lake access logged without the anomaly rule');
+      return undefined;
+    }
+  };
+
+  return {
+    keys,
+    archive: lake,
+    studyDone: (t, u) => gate.done(t, u),
+    consumers,
+    plugins: [
+      lakeDicomWeb,
+      (app) =>
+        registerLake(app, {
+          db,
+          keys,
+          archive: o.hospitalArchive,
+          lakeInstanceFile: (sop) => lake.instanceFile(LAKE_TENANT, sop),
+          recordCharge,
+          audit: async (e) => {
+            await appendAudit(db, e);
+          },
+          log,
+        }),
+    ],
+  };
+}
