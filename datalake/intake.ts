@@ -54,6 +54,8 @@ export interface IntakeDeps {
   /** Resolves once the archive-study consumer is done with this acquisition (see StudyGate). */
   readonly studyDone: (tenantId: string, acquisitionUid: string, eventKey: string, signal: AbortSignal) => Promise<void>;
   readonly log: { info(o: object, msg: string): void; warn(o: object, msg: string): void };
+  /** Descriptions known to hold no patient data (our own series descriptions), kept by Clean Descriptors. */
+  readonly safeDescriptors?: readonly string[];
 }
 
 export type IntakeOutcome = { readonly outcome: 'copied'; readonly caseId: string } | { readonly outcome: 'excluded'; readonly reason: string };
@@ -162,6 +164,7 @@ export async function intake(d: IntakeDeps, tenantId: string, acquisitionUid: st
     dateShiftDays: pseudonym.dateShiftDays,
     retainPatientCharacteristics: true,
     cleanDescriptors: true,
+    safeDescriptors: d.safeDescriptors ?? [],
     cleanStructuredContent: true,
     retainDeviceIdentity: settings.retainDeviceIdentity,
     burnedInMasks: settings.burnedInMasks,

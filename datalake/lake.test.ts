@@ -22,6 +22,9 @@ import {
   intakeSummary,
   lakeKeysFrom,
   licenceScope,
+  listAccess,
+  logAccess,
+  putLakeSettings,
   LAKE_TENANT,
   putPartner,
   queryCohort,
@@ -251,5 +254,41 @@ forEachDatabase('data lake', (ctx) => {
     assert.equal((await ctx.db.query('SELECT 1 FROM dicom_studies WHERE tenant_id = $1 AND patient_id = $2', ['lake-h5', patients[1]])).length, 0);
     const twice = await erasePatient(ctx.db, keys, s.hospital, 'lake-h5', { patientId: patients[1], confirmPatientId: patients[1], requestReference: 'REQ-1' }, 'admin');
     assert.deepEqual({ studies: twice.studiesDeleted, cases: twice.casesWithdrawn.length }, { studies: 0, cases: 0 });
+  });
+
+  test('the access log flags a bulk download outside the licence\'s pattern, and a sample licence past its cases', async () => {
+    const s = site(ctx.db, `f-${ctx.kind}`);
+    const { uid } = await scanOf(ctx.db, s, { tenantId: 'lake-h6', patientId: 'MRN-LAKE-20' });
+    await putLakeSettings(ctx.db, 'lake-h6', { siteRegion: 'IT-88' }, 'admin');
+    await consent(ctx.db, 'lake-h6', 'MRN-LAKE-20', 'yes');
+    const r = await run(s, 'lake-h6', uid);
+    assert.equal(r.outcome, 'copied');
+    // A twin case in the catalog, so that this site's cohort can be released at k = 2.
+    await ctx.db.query(
+      `INSERT INTO lake_cases (id, study_uid, pseudonym_id, source_tenant_id, body_part, probe, device_model, study_year, age_band, sex, site_region, quality_score, instances, size_bytes)
+       SELECT 'C-' || substr(md5(id), 1, 20), study_uid || '.9', pseudonym_id, source_tenant_id, body_part, probe, device_model, study_year, age_band, sex, site_region, quality_score, instances, size_bytes
+       FROM lake_cases WHERE id = $1`,
+      [r.outcome === 'copied' ? r.caseId : ''],
+    );
+    const ds = await createDataset(ctx.db, { name: `anomaly-${ctx.kind}`, cohort: { siteRegions: ['IT-88'] } }, 'curator');
+    const version = await ctx.db.transaction((tx) => releaseVersion(tx, ds.id, { k: 2, by: 'curator', nowMs: Date.now() }));
+    await putPartner(ctx.db, `lab-${ctx.kind}`, { academic: true }, 'curator');
+    const { licence } = await ctx.db.transaction((tx) => grantLicence(tx, { partnerTenantId: `lab-${ctx.kind}`, versionId: version.id, kind: 'sample', maxCases: 1 }, { by: 'curator', nowMs: Date.now(), recordCharge }));
+    const scope = await licenceScope(ctx.db, licence.id, `lab-${ctx.kind}`, Date.now());
+    const day = 86_400_000;
+    const t0 = Date.now();
+    const access = (atMs: number, sizeBytes: number, caseIds: string[]): ReturnType<typeof logAccess> =>
+      logAccess(ctx.db, { licenceId: licence.id, partnerTenantId: `lab-${ctx.kind}`, actor: 'token:t1', action: 'lake.export', target: version.id, allowed: true, caseIds, instances: 2, sizeBytes }, { ...scope, versionSizeBytes: 50 * 1024 * 1024 }, atMs);
+    const first = [...scope.studies.keys()];
+    for (let d = 4; d >= 1; d--) assert.equal((await access(t0 - d * day, 10 * 1024 * 1024, first))?.flagged, false, 'a normal day');
+    const same = await access(t0, 10 * 1024 * 1024, first);
+    assert.equal(same?.flagged, false, 'the same case again is not a new case');
+    const bulk = await access(t0 + 1, 200 * 1024 * 1024, first);
+    assert.equal(bulk?.flagged, true);
+    assert.ok(bulk.reasons.includes('bulk-download') && bulk.reasons.includes('repeated-full-download'), JSON.stringify(bulk.reasons));
+    const beyond = await access(t0 + 2, 1024, ['C-00000000000000000000']);
+    assert.ok(beyond?.reasons.includes('case-cap-exceeded'), 'a sample licence reaching a second case in a day');
+    const flagged = await listAccess(ctx.db, { licenceId: licence.id, flaggedOnly: true, limit: 10 });
+    assert.equal(flagged.length, 2);
   });
 });

@@ -23,6 +23,7 @@ import {
 import { toEco3dError } from '../protocols/index.ts';
 import { appendAudit, type Database, type OutboxConsumer } from '../store/index.ts';
 import type { Logger } from './log.ts';
+import { SERIES_DESCRIPTIONS } from './scan-dicom.ts';
 import { STUDY_CONSUMER } from './studies.ts';
 
 export const LAKE_DICOMWEB_PREFIX = '/lake/dicom-web';
@@ -42,7 +43,16 @@ export function wireLake(o: { db: Database; dataDir: string; hospitalArchive: Di
   const lake = new DicomArchive({ root: join(o.dataDir, 'lake'), db, layout: 'content-addressed', announce: false });
   const gate = new StudyGate(db, STUDY_CONSUMER);
   const consumers = [
-    intakeConsumer({ db, keys, archive: o.hospitalArchive, lake, acquisitionsDir: o.acquisitionsDir, studyDone: (t, u, k, s) => gate.wait(t, u, k, s), log }),
+    intakeConsumer({
+      db,
+      keys,
+      archive: o.hospitalArchive,
+      lake,
+      acquisitionsDir: o.acquisitionsDir,
+      studyDone: (t, u, k, s) => gate.wait(t, u, k, s),
+      safeDescriptors: Object.values(SERIES_DESCRIPTIONS),
+      log,
+    }),
     consentConsumer({ db, keys, log }),
   ];
 

@@ -75,6 +75,9 @@ export interface ScanStudy {
 
 const MANIFEST = 'manifest.json';
 
+/** Our fixed series descriptions: no patient data in them, so the lake's Clean Descriptors keeps them. */
+export const SERIES_DESCRIPTIONS = { volume: 'Reconstructed volume', frames: 'B-mode frames of the sweep' } as const;
+
 /**
  * The study written before for this acquisition folder, if any. Writing a study is then
  * idempotent: a retry (the archive's outbox consumer after a crash) finds the same UIDs instead
@@ -135,7 +138,7 @@ export async function writeScanStudy(i: ScanStudyInput): Promise<ScanStudy> {
     ...common,
     ...volumeUids,
     seriesNumber: 2,
-    seriesDescription: 'Reconstructed volume',
+    seriesDescription: SERIES_DESCRIPTIONS.volume,
     volume,
     acquisitionDurationS: (i.finishedAtMs - i.startedAtMs) / 1000,
     frameOfReferenceUid,
@@ -169,7 +172,7 @@ export async function writeScanStudy(i: ScanStudyInput): Promise<ScanStudy> {
   });
   const frames: ImageFrame[] = seq.frames.map((f, k) => ({ index: k, tMs: (f.timestampS ?? 0) * 1000, width: f.width, height: f.height, pixels: f.pixels }));
   const g = imageGeometry(i.probe).spacingMm;
-  const framesBytes = encodeUsMultiframe({ ...common, seriesDescription: 'B-mode frames of the sweep', frames, pixelSpacingMm: { x: g.u, y: g.v }, frameOfReferenceUid });
+  const framesBytes = encodeUsMultiframe({ ...common, seriesDescription: SERIES_DESCRIPTIONS.frames, frames, pixelSpacingMm: { x: g.u, y: g.v }, frameOfReferenceUid });
 
   const dir = join(i.outDir, 'study');
   mkdirSync(dir, { recursive: true });

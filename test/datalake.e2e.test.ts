@@ -93,7 +93,7 @@ for (const database of databasesUnderTest()) describe(`the data lake through the
 
     // The quality gate itself is tested in datalake/lake.test.ts. Here the site lowers its coverage
     // bar: on a loaded 2-core CI machine the simulated scanner drops frames of these 1 s sweeps.
-    const settings = await t.api('/api/lake/settings', { method: 'PUT', token: hospitalAdmin, body: { siteRegion: 'IT-25', minCoverage: 0.3 } });
+    const settings = await t.api('/api/lake/settings', { method: 'PUT', token: hospitalAdmin, body: { siteRegion: 'IT-25', minCoverage: 0.1 } });
     assert.equal(settings.status, 200, JSON.stringify(settings.body));
     assert.equal((await t.api('/api/lake/settings', { method: 'PUT', token: hospitalAdmin, body: { siteRegion: 'Lombardy' } })).body.code, 'ECO3D_ERR_BAD_REQUEST');
     const uids = [await sweep(PATIENTS[0], 'yes'), await sweep(PATIENTS[1], 'yes'), await sweep(PATIENTS[2], null)];
@@ -246,5 +246,30 @@ for (const database of databasesUnderTest()) describe(`the data lake through the
     assert.equal((await lakeGet(`/studies/${withdrawnStudy}/metadata`, lakeToken)).status, 404);
     const v2 = await t.api(`/api/lake/datasets/${ds.body.id}/versions`, { method: 'POST', token: admin, body: { k: 2 } });
     assert.equal(v2.body.code, 'ECO3D_ERR_K_ANONYMITY', 'one case left cannot be 2-anonymous');
+
+    // Labels: by the hospital the case came from, not by a partner; a cohort can select on them.
+    const keptCase = decisions[1]!.caseId!;
+    const label = await t.api(`/api/lake/cases/${keptCase}/labels`, { method: 'POST', token: hospitalAdmin, body: { kind: 'pathology', code: 'SCT:197321007', display: 'Steatosis of liver' } });
+    assert.equal(label.status, 201, JSON.stringify(label.body));
+    assert.equal((await t.api(`/api/lake/cases/${keptCase}/labels`, { method: 'POST', token: uniAdmin, body: { kind: 'pathology', code: 'x' } })).status, 403);
+    assert.equal((await t.api(`/api/lake/cases/${withdrawnCase}/labels`, { method: 'POST', token: admin, body: { kind: 'outcome', code: 'x' } })).body.code, 'ECO3D_ERR_CONFLICT');
+    const labelled = await t.api('/api/lake/cohort', { method: 'POST', token: admin, body: { cohort: { labels: [{ kind: 'pathology', code: 'SCT:197321007' }] } } });
+    assert.deepEqual((labelled.body.cases as Array<{ id: string }>).map((c) => c.id), [keptCase]);
+
+    // The hospital re-identifies a pseudonym (audited), then erases the patient on request.
+    const meta = (await (await lakeGet(`/studies/${manifest.cases.find((c) => c.id === keptCase)!.studyInstanceUid}/metadata`, lakeToken)).json()) as Array<Record<string, { Value?: unknown[] }>>;
+    const pseudonym = String(meta[0]!['00100020']!.Value![0]);
+    assert.match(pseudonym, /^P-[0-9a-f]{20}$/);
+    assert.equal((await t.api('/api/lake/reidentify', { method: 'POST', token: uniAdmin, body: { pseudonymId: pseudonym, reason: 'curious' } })).status, 404, "another tenant's pseudonym does not exist for it");
+    const who = await t.api('/api/lake/reidentify', { method: 'POST', token: hospitalAdmin, body: { pseudonymId: pseudonym, reason: 'incidental finding: recall the patient' } });
+    assert.deepEqual(who.body, { pseudonymId: pseudonym, patientId: PATIENTS[1].patientId });
+    const erased = await t.api('/api/lake/erasure', { method: 'POST', token: hospitalAdmin, body: { patientId: PATIENTS[1].patientId, confirmPatientId: PATIENTS[1].patientId, requestReference: 'DPO-2026-17' } });
+    assert.equal(erased.status, 200, JSON.stringify(erased.body));
+    assert.deepEqual([erased.body.studiesDeleted, erased.body.casesWithdrawn, erased.body.pseudonymDeleted], [1, [keptCase], true]);
+    assert.equal((await fetch(`${t.url}/dicom-web/studies/${uids[1]}/metadata`, { headers: { authorization: `Bearer ${hospitalAdmin}` } })).status, 404, 'the archived study is gone');
+    assert.equal((await t.api('/api/lake/reidentify', { method: 'POST', token: hospitalAdmin, body: { pseudonymId: pseudonym, reason: 'again' } })).status, 404, 'the key is gone');
+    const audit = await t.api('/api/audit?limit=1000', { token: hospitalAdmin });
+    const actions = audit.body.audit as Array<{ action: string }>;
+    assert.ok(['lake.reidentify', 'lake.erasure', 'lake.label'].every((a) => actions.some((e) => e.action === a)), 'each is audited');
   });
 });
