@@ -49,7 +49,7 @@ const schema = z.strictObject({
 export function parseLakeSettings(raw: unknown): LakeSettings {
   const s = parseWith(schema, raw, 'settings');
   for (const t of s.safePrivateTags ?? []) parseWith(z.literal(1), t.group % 2, 'settings.safePrivateTags.group (odd)');
-  return { ...DEFAULT_LAKE_SETTINGS, ...Object.fromEntries(Object.entries(s).filter(([, v]) => v !== undefined)) } as LakeSettings;
+  return { ...DEFAULT_LAKE_SETTINGS, ...Object.fromEntries(Object.entries(s).filter(([, v]) => v !== undefined)) };
 }
 
 export async function getLakeSettings(q: Queryable, tenantId: string): Promise<LakeSettings> {

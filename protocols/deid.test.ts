@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import dcmjs, { type DenaturalizedDataset } from 'dcmjs';
-import { DEID_PROFILE, DEID_PROFILE_SOURCE, deidActionFor, deidentify, deidentifyPart10, patientDateShiftDays, remapUid, type DeidOptions } from './deid.ts';
+import { DEID_PROFILE, DEID_PROFILE_SOURCE, deidActionFor, deidentify, deidentifyPart10, deidentifyPart10Prefix, patientDateShiftDays, remapUid, type DeidOptions } from './deid.ts';
 import { COMPREHENSIVE_3D_SR_SOP_CLASS_UID, encodeMeasurementReport, type MeasurementReportInput } from './dicom-sr.ts';
 import {
   ENHANCED_US_VOLUME_SOP_CLASS_UID,
@@ -54,6 +54,7 @@ const ALL_OPTIONS: DeidOptions = {
   retainPatientCharacteristics: true,
   retainDeviceIdentity: true,
   cleanDescriptors: true,
+  cleanStructuredContent: true,
   safeDescriptors: ['Reconstructed volume', 'B-mode frames'],
   safePrivateTags: [{ group: 0x0009, creator: 'ECO3D DEID TEST', element: 0x11 }],
 };
@@ -503,7 +504,7 @@ test('Clean Descriptors: known-safe values kept, others emptied; markers and CID
   assert.ok(out['00081030'] !== undefined && (out['00081030'].Value ?? []).every((v) => v === ''));
   assert.equal(val(out, '00120062'), 'YES');
   const codes = (out['00120064']!.Value as DenaturalizedDataset[]).map((i) => `${val(i, '00080102')}:${val(i, '00080100')}`);
-  assert.deepEqual(codes, ['DCM:113100', 'DCM:113105', 'DCM:113107', 'DCM:113108', 'DCM:113109', 'DCM:113111']);
+  assert.deepEqual(codes, ['DCM:113100', 'DCM:113104', 'DCM:113105', 'DCM:113107', 'DCM:113108', 'DCM:113109', 'DCM:113111']);
   assert.ok((out['00120063']!.Value as string[]).every((s) => s.length <= 64));
   const basic = read(deidentifyPart10(inputs.frames, BASIC).bytes).dict;
   assert.deepEqual((basic['00120064']!.Value as DenaturalizedDataset[]).map((i): unknown => val(i, '00080100')), ['113100']);
@@ -520,4 +521,206 @@ test('bad options and bad files are refused with a code', () => {
   const garbage = new Uint8Array(600).map((_, i) => (i * 97 + 13) & 0xff);
   garbage.set([0x44, 0x49, 0x43, 0x4d], 128); // "DICM", then garbage
   assert.throws(() => deidentifyPart10(garbage, BASIC), isCode('ECO3D_ERR_BAD_FILE'));
+});
+
+// ---------------------------------------------------------------------------------------------
+// Clean Structured Content
+
+const codeSeq = (value: string, scheme: string, meaning: string) => ({
+  vr: 'SQ',
+  Value: [{ '00080100': { vr: 'SH', Value: [value] }, '00080102': { vr: 'SH', Value: [scheme] }, '00080104': { vr: 'LO', Value: [meaning] } }],
+});
+const contentItem = (rel: string, type: string, concept: ReturnType<typeof codeSeq>, value: DenaturalizedDataset): DenaturalizedDataset => ({
+  '0040A010': { vr: 'CS', Value: [rel] },
+  '0040A040': { vr: 'CS', Value: [type] },
+  '0040A043': concept,
+  ...value,
+});
+
+/** Our SR with free text (findings, conclusion) and PNAME, DATE, TIME, DATETIME, UIDREF items, two levels deep. */
+function reportWithItems(): Uint8Array {
+  const d = dcmjs.data.DicomMessage.readFile(
+    encodeMeasurementReport({ ...reportInput(), findings: `Seen ${PHI.name} at ${PHI.institution}`, conclusion: 'Follow-up PHI-CONCLUSION-55' }).slice().buffer,
+  );
+  const root = d.dict['0040A730']!.Value as DenaturalizedDataset[];
+  // A person observer (TID 1003) after the device's context.
+  root.splice(6, 0, contentItem('HAS OBS CONTEXT', 'PNAME', codeSeq('121008', 'DCM', 'Person Observer Name'), { '0040A123': { vr: 'PN', Value: [{ Alphabetic: PHI.performing }] } }));
+  const qualitative = root.find((i) => (i['0040A043']!.Value![0] as DenaturalizedDataset)['00080100']!.Value![0] === 'C0034375')!;
+  (qualitative['0040A730']!.Value as DenaturalizedDataset[]).push(
+    contentItem('CONTAINS', 'DATE', codeSeq('111060', 'DCM', 'Study Date'), { '0040A121': { vr: 'DA', Value: ['20230919'] } }),
+    contentItem('CONTAINS', 'TIME', codeSeq('111061', 'DCM', 'Study Time'), { '0040A122': { vr: 'TM', Value: ['101500'] } }),
+    contentItem('CONTAINS', 'DATETIME', codeSeq('111526', 'DCM', 'DateTime Started'), { '0040A120': { vr: 'DT', Value: ['20230919101500+0200'] } }),
+    contentItem('CONTAINS', 'UIDREF', codeSeq('121018', 'DCM', 'Procedure Study Instance UID'), { '0040A124': { vr: 'UI', Value: ['1.2.826.0.1.3680043.10.1.1'] } }),
+  );
+  return new Uint8Array(d.write());
+}
+
+/** Every content item of the tree, by its concept name code value. */
+function contentByCode(ds: DenaturalizedDataset): Map<string, DenaturalizedDataset> {
+  const out = new Map<string, DenaturalizedDataset>();
+  const walk = (items: DenaturalizedDataset[]): void => {
+    for (const i of items) {
+      const code = i['0040A043'] === undefined ? undefined : val(i, '0040A043', '00080100');
+      if (typeof code === 'string') out.set(code, i);
+      if (i['0040A730'] !== undefined) walk(i['0040A730'].Value as DenaturalizedDataset[]);
+    }
+  };
+  walk((ds['0040A730']?.Value ?? []) as DenaturalizedDataset[]);
+  return out;
+}
+
+test('Clean Structured Content: TEXT replaced unless it names the make and model; PNAME, dates and UIDREFs cleaned at any depth; dciodvfy adds no error', () => {
+  const input = reportWithItems();
+  const inputErrors = new Set(run('dciodvfy', [writeTemp('sr-items-in.dcm', input)]).lines.filter((l) => l.includes('Error')));
+  const phi = [PHI.name, PHI.institution, PHI.performing, PHI.serial, PHI.station, 'PHI-CONCLUSION-55', 'Qwertyson', '20230919', 'Lesion'];
+  assert.ok(contains(input, 'PHI-CONCLUSION-55') && contains(input, PHI.performing), 'the input carries the PHI');
+
+  const shifted = deidentifyPart10(input, { uidKey: KEY, cleanStructuredContent: true, dateShiftDays: -100 });
+  const after = run('dciodvfy', [writeTemp('sr-items-out.dcm', shifted.bytes)]).lines;
+  assert.deepEqual(after.filter((l) => l.includes('Error') && !inputErrors.has(l)), [], after.join('\n'));
+  assert.deepEqual(phi.filter((s) => contains(shifted.bytes, s)), []);
+  assert.deepEqual(shifted.report.methodCodes, ['113100', '113104', '113107']);
+  const items = contentByCode(read(shifted.bytes).dict);
+  assert.equal(val(items.get('121071')!, '0040A160'), 'ANONYMIZED'); // Finding
+  assert.equal(val(items.get('121077')!, '0040A160'), 'ANONYMIZED'); // Conclusion
+  assert.equal(val(items.get('112039')!, '0040A160'), 'ANONYMIZED'); // Tracking Identifier (the label)
+  assert.equal(val(items.get('121014')!, '0040A160'), 'Eco3D'); // Device Observer Manufacturer: kept, like (0008,0070)
+  assert.equal(val(items.get('121015')!, '0040A160'), 'Eco3D robotic US'); // … Model Name, like (0008,1090)
+  assert.equal(val(items.get('121016')!, '0040A160'), 'ANONYMIZED'); // Serial Number: device identity
+  assert.equal(val(items.get('121013')!, '0040A160'), 'ANONYMIZED'); // Device Observer Name (the station)
+  assert.equal(val(items.get('121008')!, '0040A123'), 'ANONYMIZED^ANONYMIZED');
+  assert.equal(val(items.get('111060')!, '0040A121'), '20230611'); // −100 days, like every other date
+  assert.equal(val(items.get('111061')!, '0040A122'), '101500'); // a time without its date says nothing: kept
+  assert.equal(String(val(items.get('111526')!, '0040A120')).trim(), '20230611101500+0200');
+  assert.equal(val(items.get('121018')!, '0040A124'), remapUid('1.2.826.0.1.3680043.10.1.1', KEY)); // = the study's new UID
+  assert.equal(val(read(shifted.bytes).dict, '0020000D'), remapUid('1.2.826.0.1.3680043.10.1.1', KEY));
+  // Numbers and coordinates stay.
+  assert.ok(contentByCode(read(shifted.bytes).dict).has('410668003'));
+
+  // Without a date shift: dummy date, time and datetime.
+  const dummied = contentByCode(read(deidentifyPart10(input, { uidKey: KEY, cleanStructuredContent: true }).bytes).dict);
+  assert.equal(val(dummied.get('111060')!, '0040A121'), '19000101');
+  assert.equal(val(dummied.get('111061')!, '0040A122'), '000000');
+  assert.equal(String(val(dummied.get('111526')!, '0040A120')).trim(), '19000101000000');
+
+  // Known-safe labels and, under Retain Device Identity, the device's own name and serial stay.
+  const kept = contentByCode(read(deidentifyPart10(input, { uidKey: KEY, cleanStructuredContent: true, retainDeviceIdentity: true, safeDescriptors: ['Lesion (axial)'] }).bytes).dict);
+  assert.equal(val(kept.get('112039')!, '0040A160'), 'Lesion (axial)');
+  assert.equal(val(kept.get('121016')!, '0040A160'), PHI.serial);
+  assert.equal(val(kept.get('121013')!, '0040A160'), PHI.station);
+  assert.equal(val(kept.get('121071')!, '0040A160'), 'ANONYMIZED');
+
+  // Without the Option only the observer text is replaced: free text stays (the limit the Option lifts).
+  const basic = deidentifyPart10(input, BASIC);
+  assert.ok(contains(basic.bytes, 'PHI-CONCLUSION-55'));
+  assert.ok(!contains(basic.bytes, PHI.performing) && !contains(basic.bytes, PHI.serial));
+  assert.ok(!basic.report.methodCodes.includes('113104'));
+  assert.equal(deidActionFor('0040A730', { cleanStructuredContent: true }), 'C');
+  assert.equal(deidActionFor('0040A730', {}), 'D');
+});
+
+test('Clean Structured Content keeps the Acquisition Context Sequence (cleaned) where the Basic Profile empties it', () => {
+  const input: DenaturalizedDataset = {
+    '00080016': { vr: 'UI', Value: [ENHANCED_US_VOLUME_SOP_CLASS_UID] },
+    '00400555': {
+      vr: 'SQ',
+      Value: [
+        contentItem('', 'TEXT', codeSeq('121106', 'DCM', 'Comment'), { '0040A160': { vr: 'UT', Value: [`Patient ${PHI.name} was anxious`] } }),
+        contentItem('', 'CODE', codeSeq('G-C0E8', 'SRT', 'Position'), { '0040A168': codeSeq('102538003', 'SCT', 'Supine') }),
+      ],
+    },
+  };
+  for (const item of input['00400555']!.Value as DenaturalizedDataset[]) delete item['0040A010']; // no relationship in an acquisition context
+  const clean = deidentify(input, { uidKey: KEY, cleanStructuredContent: true }).dataset;
+  const items = clean['00400555']!.Value as DenaturalizedDataset[];
+  assert.equal(items.length, 2);
+  assert.equal(val(items[0]!, '0040A160'), 'ANONYMIZED');
+  assert.equal(val(items[1]!, '0040A168', '00080100'), '102538003');
+  assert.deepEqual(deidentify(input, BASIC).dataset['00400555']!.Value, []); // Z: type 2 in Enhanced US Volume
+});
+
+// ---------------------------------------------------------------------------------------------
+// Part-10 completeness
+
+test('a truncated or corrupt Part-10 file is ECO3D_ERR_BAD_FILE, never read in part', () => {
+  const isBadFile = (err: unknown) => err instanceof Eco3dError && err.code === 'ECO3D_ERR_BAD_FILE';
+  const file = inputs.frames;
+  const pixelTag = Buffer.from(file).lastIndexOf(Buffer.from([0xe0, 0x7f, 0x10, 0x00]));
+  assert.ok(pixelTag > 0);
+  // Inside the pixel value, inside the pixel element's header, at its tag.
+  for (const cut of [file.length - 1, file.length - 40, pixelTag + 14, pixelTag + 6, pixelTag + 2]) {
+    assert.throws(() => deidentifyPart10(file.subarray(0, cut), BASIC), (err: unknown) => isBadFile(err) && /truncated/.test((err as Error).message), `cut at ${cut}`);
+  }
+  // Inside an undefined-length sequence (the report's content tree) and inside the File Meta Information.
+  const report = inputs.report;
+  const content = Buffer.from(report).indexOf(Buffer.from([0x40, 0x00, 0x30, 0xa7])); // (0040,A730), the last top-level element
+  assert.ok(content > 0);
+  for (const cut of [content + 20, content + 200, report.length - 3, 150]) {
+    assert.throws(() => deidentifyPart10(report.subarray(0, cut), BASIC), isBadFile, `report cut at ${cut}`);
+  }
+  // Garbage after the last element, and a tag out of order.
+  const trailing = new Uint8Array(file.length + 5);
+  trailing.set(file);
+  trailing.set([1, 2, 3, 4, 5], file.length);
+  assert.throws(() => deidentifyPart10(trailing, BASIC), isBadFile);
+  // Every cut from the pixel element on, whatever the byte (right before it too: an image without pixels): refused.
+  for (let cut = pixelTag; cut < file.length; cut += 7) assert.throws(() => deidentifyPart10(file.subarray(0, cut), BASIC), isBadFile, `cut at ${cut}`);
+  // The input is whole: accepted, from a view into a larger buffer too.
+  const padded = new Uint8Array(file.length + 16);
+  padded.set(file, 8);
+  assert.deepEqual(deidentifyPart10(padded.subarray(8, 8 + file.length), BASIC).bytes, deidentifyPart10(file, BASIC).bytes);
+});
+
+test('dateShiftDaysForPatient: the offset from the instance\'s own Patient ID; patientPseudonym as Patient\'s Name and ID', () => {
+  const seen: string[] = [];
+  const out = read(
+    deidentifyPart10(inputs.volume, {
+      uidKey: KEY,
+      dateShiftDaysForPatient: (id) => {
+        seen.push(id);
+        return patientDateShiftDays(KEY, id);
+      },
+      patientPseudonym: 'LAKE-0001',
+    }).bytes,
+  ).dict;
+  assert.deepEqual(seen, [PHI.id]);
+  const days = patientDateShiftDays(KEY, PHI.id);
+  const expected = new Date(Date.UTC(2023, 8, 18) + days * 86_400_000).toISOString().slice(0, 10).replace(/-/g, '');
+  assert.equal(val(out, '00080020'), expected);
+  assert.equal(val(out, '00280303'), 'MODIFIED');
+  assert.equal(val(out, '00100010'), 'LAKE-0001');
+  assert.equal(val(out, '00100020'), 'LAKE-0001');
+  const isBad = (err: unknown) => err instanceof Eco3dError && err.code === 'ECO3D_ERR_BAD_REQUEST';
+  assert.throws(() => deidentify({}, { uidKey: KEY, dateShiftDaysForPatient: () => 0.5 }), isBad);
+  for (const p of ['', 'a\\b', 'x'.repeat(65), 'tab\there']) assert.throws(() => deidentify({}, { uidKey: KEY, patientPseudonym: p }), isBad, JSON.stringify(p));
+});
+
+test('deidentifyPart10Prefix: from a growing prefix, the output of deidentifyPart10; a large image\'s pixels stay in the file', () => {
+  const big = encodeUsMultiframe({
+    ...common,
+    seriesInstanceUid: '1.2.826.0.1.3680043.10.1.30',
+    sopInstanceUid: '1.2.826.0.1.3680043.10.1.31',
+    frames: [0, 1, 2].map((k) => ({ index: k, tMs: k * 33, width: 640, height: 480, pixels: new Uint8Array(640 * 480).map((_, i) => (i + k) & 0xff) })),
+    pixelSpacingMm: { x: 0.1, y: 0.1 },
+    frameOfReferenceUid: '1.2.826.0.1.3680043.10.1.4',
+  });
+  for (const [name, file] of Object.entries({ ...inputs, big })) {
+    let n = 200;
+    let r = deidentifyPart10Prefix(file.subarray(0, n), file.length, ALL_OPTIONS);
+    while (r.kind === 'need') {
+      assert.ok(r.bytes > n && r.bytes <= file.length, `${name}: asks for ${r.bytes} after ${n}`);
+      n = r.bytes;
+      r = deidentifyPart10Prefix(file.subarray(0, n), file.length, ALL_OPTIONS);
+    }
+    const assembled = r.tail === null ? r.head : Buffer.concat([r.head, file.subarray(r.tail.offset, r.tail.offset + r.tail.length)]);
+    assert.deepEqual(new Uint8Array(assembled), deidentifyPart10(file, ALL_OPTIONS).bytes, name);
+    if (name === 'big') {
+      assert.ok(n < file.length / 2, `read ${n} of ${file.length} bytes`);
+      assert.equal(r.tail?.offset, file.length - r.tail!.length);
+      assert.equal(r.tail?.length, 640 * 480 * 3 + 12); // the Pixel Data element, header included
+    }
+    if (name === 'report') assert.equal(r.tail, null); // no pixels: read whole
+  }
+  // A file shorter than its pixel data says: truncated, from the header alone.
+  assert.throws(() => deidentifyPart10Prefix(big.subarray(0, 300_000), big.length - 10, BASIC), (err: unknown) => err instanceof Eco3dError && err.code === 'ECO3D_ERR_BAD_FILE' && /truncated/.test(err.message));
 });

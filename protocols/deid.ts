@@ -30,16 +30,42 @@
 // - File Meta: Media Storage SOP Instance UID remapped like SOP Instance UID; the source,
 //   sending and receiving AE titles and the private information are removed.
 //
-// Not done here (known limits): free text inside SR TEXT items other than the above (Clean
-// Structured Content), burned-in pixel annotation (Clean Pixel Data: the caller masks and then
-// sets `pixelDataCleaned`), Retain Full Dates / UIDs / Institution Identity Options.
+//
+// Clean Structured Content Option: the sequences E.1-1 marks C for it (Content Sequence,
+// Acquisition Context Sequence, Specimen Preparation Sequence) are kept, their items cleaned at
+// any depth. Coded values, numbers and coordinates say nothing of the patient and stay; the table
+// already replaces Person Name (PNAME), Date/Time/DateTime (shifted with Modified Dates) and UID
+// (UIDREF) values wherever they sit; TEXT values (0040,A160), which it has no row for, become
+// a neutral "ANONYMIZED", unless they name the device's make and model (kept like Manufacturer
+// and Manufacturer's Model Name, which E.1-1 keeps), the device itself under Retain Device
+// Identity, or are listed in `safeDescriptors`. Without the Option, only the observer text above
+// is replaced and other TEXT values are kept: callers that cannot vouch for their SR text turn
+// the Option on.
+//
+// Clean Pixel Data Option by a per-device-model mask (deid-pixels.ts): the mask matching the
+// instance's Manufacturer and Model Name zeroes its regions in every frame of native pixel data;
+// an instance that declares Burned In Annotation YES and has no mask is refused.
+//
+// Part-10 files (`deidentifyPart10`, `deidentifyPart10Prefix`) are first walked element by element
+// to the end, so a truncated or corrupt file is refused rather than read in part (dcmjs reads what
+// it can without a word). When Pixel Data is the last element and the transfer syntax is little
+// endian and not deflated, only the bytes before it are parsed (dcmjs) and written (our writer,
+// below: dcmjs's is most of the cost of a small instance); the pixel element is kept as it is (or
+// masked), so a large volume costs its header and one copy, which `deidentifyPart10Prefix` lets
+// the caller make file to file.
+//
+// Not done here (known limits): Retain Full Dates / UIDs / Institution Identity Options, Clean
+// Graphics, masking compressed pixel data.
 import { createHmac } from 'node:crypto';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import dcmjs, { type DenaturalizedDataset } from 'dcmjs';
+import { findBurnedInMask, maskPixels, nativePixelLayout, parseBurnedInMasks, type BurnedInMask, type NativePixelLayout } from './deid-pixels.ts';
 import { DEID_PROFILE, DEID_PROFILE_SOURCE, type DeidBasicAction, type DeidProfileRow } from './deid-profile.ts';
 import { ECO3D_IMPLEMENTATION_CLASS_UID } from './dicom-part10.ts';
 import { Eco3dError } from './errors.ts';
 
 export { DEID_PROFILE, DEID_PROFILE_SOURCE, type DeidBasicAction, type DeidOptionAction, type DeidProfileRow } from './deid-profile.ts';
+export { findBurnedInMask, maskPixels, nativePixelLayout, parseBurnedInMasks, type BurnedInMask, type NativePixelLayout, type PixelRegion } from './deid-pixels.ts';
 
 type Element = DenaturalizedDataset[string];
 
@@ -69,14 +95,43 @@ export interface DeidOptions {
    * same value for all instances of a patient (e.g. `patientDateShiftDays`) so intervals hold.
    */
   readonly dateShiftDays?: number;
+  /**
+   * Like `dateShiftDays`, from the instance's own (original) Patient ID, e.g.
+   * `(id) => patientDateShiftDays(key, id)` when the caller has no patient registry; wins over
+   * `dateShiftDays`. Must return an integer within ±36500.
+   */
+  readonly dateShiftDaysForPatient?: (patientId: string) => number;
   /** Clean Descriptors Option (see `cleanDescriptor`): free-text descriptors become empty or neutral unless listed in `safeDescriptors`. */
   readonly cleanDescriptors?: boolean;
-  /** With `cleanDescriptors`: descriptor values known to carry no identifying information (e.g. our own series descriptions), kept verbatim. */
+  /**
+   * Clean Structured Content Option (CID 7050 113104): SR content, acquisition context and
+   * specimen preparation items are kept, their free text (TEXT items) replaced unless known safe.
+   */
+  readonly cleanStructuredContent?: boolean;
+  /** With `cleanDescriptors` or `cleanStructuredContent`: values known to carry no identifying information (e.g. our own series descriptions, measurement labels), kept verbatim. */
   readonly safeDescriptors?: readonly string[];
   /** Retain Safe Private Option: private elements kept (with their creator); every other private element is removed. */
   readonly safePrivateTags?: readonly SafePrivateTag[];
-  /** The caller has masked burned-in annotation in the pixel data: records Clean Pixel Data (113101). */
+  /**
+   * The caller has masked burned-in annotation in the pixel data: records Clean Pixel Data
+   * (113101), and Burned In Annotation YES becomes NO instead of being refused.
+   */
   readonly pixelDataCleaned?: boolean;
+  /**
+   * Clean Pixel Data by device model (deid-pixels.ts): the mask matching the instance's
+   * Manufacturer and Manufacturer's Model Name is applied to its native pixel data, Burned In
+   * Annotation set to NO and 113101 recorded. Burned In Annotation YES with no matching mask
+   * (and no `pixelDataCleaned`) is ECO3D_ERR_BURNED_IN_ANNOTATION; a mask to apply to
+   * compressed pixel data is ECO3D_ERR_BAD_FILE (we do not transcode).
+   */
+  readonly burnedInMasks?: readonly BurnedInMask[];
+  /**
+   * A pseudonym (1–64 characters, no backslash or control character) written as the top-level
+   * Patient's Name and Patient ID instead of their emptied or dummy values, so a patient's
+   * instances stay linkable without the key. It must not be derived from the identity
+   * without a secret.
+   */
+  readonly patientPseudonym?: string;
 }
 
 export interface DeidDecision {
@@ -100,6 +155,10 @@ export interface DeidReport {
   readonly decisions: ReadonlyMap<string, DeidDecision>;
   /** De-identification Method Code Sequence values written (CID 7050). */
   readonly methodCodes: readonly string[];
+  /** The de-identified instance's Study, Series and SOP Instance UIDs (undefined when absent). */
+  readonly instanceUids: { readonly study: string | undefined; readonly series: string | undefined; readonly sop: string | undefined };
+  /** The burned-in mask applied to the pixel data, if one was. */
+  readonly pixelMask: BurnedInMask | undefined;
 }
 
 export interface DeidResult {
@@ -440,11 +499,13 @@ interface Ctx {
   readonly decisions: Map<string, DeidDecision>;
   privateRemoved: number;
   privateKept: number;
+  /** > 0 inside a sequence kept by Clean Structured Content (its TEXT values are cleaned). */
+  structuredDepth: number;
 }
 
 type Resolved =
   | { readonly action: 'X' | 'Z' | 'D' | 'K' | 'U' }
-  | { readonly action: 'C'; readonly clean: 'date' | 'age' | 'descriptor' };
+  | { readonly action: 'C'; readonly clean: 'date' | 'age' | 'descriptor' | 'structured' };
 
 function typeOf(key: string, depth: number, ctx: Ctx): { type: AttrType; basis: 'iod' | 'generic' } {
   const iodType = depth === 0 ? ctx.iod?.[key] : undefined;
@@ -480,6 +541,7 @@ function resolve(key: string, row: DeidProfileRow, vr: string, depth: number, ct
     if (vr === 'TM' || key === '00080201') return { action: 'K' }; // times and the UTC offset say nothing without the date
   }
   if (o.cleanDescriptors === true && row.cleanDescriptors === 'C') return { action: 'C', clean: 'descriptor' };
+  if (o.cleanStructuredContent === true && row.cleanStructuredContent === 'C' && vr === 'SQ') return { action: 'C', clean: 'structured' };
   if (o.retainPatientCharacteristics === true && row.retainPatientCharacteristics !== undefined) {
     if (vr === 'AS') return { action: 'C', clean: 'age' };
     if (row.retainPatientCharacteristics === 'K') return { action: 'K' };
@@ -537,7 +599,7 @@ function apply(key: string, el: Element, r: Resolved, row: DeidProfileRow, depth
   }
 }
 
-function clean(key: string, el: Element, kind: 'date' | 'age' | 'descriptor', row: DeidProfileRow, depth: number, ctx: Ctx): Element | undefined {
+function clean(key: string, el: Element, kind: 'date' | 'age' | 'descriptor' | 'structured', row: DeidProfileRow, depth: number, ctx: Ctx): Element | undefined {
   const vr = el.vr;
   switch (kind) {
     case 'date': {
@@ -559,6 +621,15 @@ function clean(key: string, el: Element, kind: 'date' | 'age' | 'descriptor', ro
       // Not known to be safe: emptied, or a neutral value where the attribute must not be empty.
       return basicAction(key, row, depth, ctx) === 'D' ? { vr, Value: dummy(vr) } : { vr, Value: [] };
     }
+    case 'structured': {
+      // Kept, items cleaned; within, TEXT values are replaced (textValueReplaced).
+      ctx.structuredDepth += 1;
+      try {
+        return cleanItems(el, ctx, depth);
+      } finally {
+        ctx.structuredDepth -= 1;
+      }
+    }
   }
 }
 
@@ -570,12 +641,19 @@ function basicFallback(key: string, el: Element, row: DeidProfileRow, depth: num
 // TID 1002/1004 observer-context items whose text names a device or an institution (DCM codes).
 const OBSERVER_DEVICE_TEXT = new Set(['121013', '121016']); // Device Observer Name, Serial Number
 const OBSERVER_SITE_TEXT = new Set(['121017', '121009']); // Device Observer Physical Location, Person Observer's Organization Name
+// Device Observer Manufacturer and Model Name: the make and model, as (0008,0070) and (0008,1090), which E.1-1 keeps.
+const OBSERVER_MODEL_TEXT = new Set(['121014', '121015']);
 
-function observerTextToClean(item: DenaturalizedDataset, ctx: Ctx): boolean {
+/** Whether the Text Value of this content item is replaced (observer context always; others under Clean Structured Content). */
+function textValueReplaced(item: DenaturalizedDataset, el: Element, ctx: Ctx): boolean {
   const name = item['0040A043']?.Value?.[0] as DenaturalizedDataset | undefined;
-  if (name === undefined || first(name['00080102']) !== 'DCM') return false;
-  const code = first(name['00080100']) ?? '';
-  return OBSERVER_SITE_TEXT.has(code) || (OBSERVER_DEVICE_TEXT.has(code) && ctx.opts.retainDeviceIdentity !== true);
+  const code = name !== undefined && first(name['00080102']) === 'DCM' ? first(name['00080100']) : undefined;
+  if (code !== undefined && OBSERVER_SITE_TEXT.has(code)) return true;
+  if (code !== undefined && OBSERVER_DEVICE_TEXT.has(code)) return ctx.opts.retainDeviceIdentity !== true;
+  if (ctx.structuredDepth === 0) return false;
+  if (code !== undefined && OBSERVER_MODEL_TEXT.has(code)) return false;
+  const values = strings(el);
+  return !(values.length > 0 && values.every((v) => ctx.safeDescriptors.has(v)));
 }
 
 function cleanDataset(ds: DenaturalizedDataset, ctx: Ctx, depth: number): DenaturalizedDataset {
@@ -590,7 +668,6 @@ function cleanDataset(ds: DenaturalizedDataset, ctx: Ctx, depth: number): Denatu
   }
   const keptCreators = new Set<string>();
   const removedOverlayGroups = new Set(entries.filter(([k]) => /^60[0-9A-F]{2}3000$/.test(k)).map(([k]) => k.slice(0, 4)));
-  const observerText = observerTextToClean(ds, ctx);
 
   for (const [k, el] of entries) {
     const g = parseInt(k.slice(0, 4), 16);
@@ -614,7 +691,8 @@ function cleanDataset(ds: DenaturalizedDataset, ctx: Ctx, depth: number): Denatu
       count(ctx, 'X');
       continue;
     }
-    if (observerText && k === '0040A160') {
+    if (k === '0040A160' && textValueReplaced(ds, el, ctx)) {
+      // Text Value is type 1 in a TEXT item: a neutral text, not an empty one.
       count(ctx, 'D');
       out[k] = { vr: el.vr, Value: [DUMMY_TEXT] };
       continue;
@@ -648,11 +726,12 @@ function cleanDataset(ds: DenaturalizedDataset, ctx: Ctx, depth: number): Denatu
 }
 
 // ---------------------------------------------------------------------------------------------
-// Entry points
+// Method codes (CID 7050) and option checks
 
 const CID_7050 = {
   basic: ['113100', 'Basic Application Confidentiality Profile'],
   cleanPixelData: ['113101', 'Clean Pixel Data Option'],
+  cleanStructuredContent: ['113104', 'Clean Structured Content Option'],
   cleanDescriptors: ['113105', 'Clean Descriptors Option'],
   modifiedDates: ['113107', 'Retain Longitudinal Temporal Information Modified Dates Option'],
   patientCharacteristics: ['113108', 'Retain Patient Characteristics Option'],
@@ -660,44 +739,122 @@ const CID_7050 = {
   safePrivate: ['113111', 'Retain Safe Private Option'],
 } as const;
 
+function checkShift(name: string, days: unknown): void {
+  if (!(typeof days === 'number' && Number.isInteger(days) && Math.abs(days) <= 36_500)) {
+    throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `${name} must be an integer within ±36500, got ${String(days)}`);
+  }
+}
+
 function checkOptions(o: DeidOptions): void {
   if (o === null || typeof o !== 'object') throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', 'de-identification options are required');
-  if (o.dateShiftDays !== undefined && !(Number.isInteger(o.dateShiftDays) && Math.abs(o.dateShiftDays) <= 36_500)) {
-    throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `dateShiftDays must be an integer within ±36500, got ${o.dateShiftDays}`);
+  if (o.dateShiftDays !== undefined) checkShift('dateShiftDays', o.dateShiftDays);
+  if (o.dateShiftDaysForPatient !== undefined && typeof o.dateShiftDaysForPatient !== 'function') {
+    throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', 'dateShiftDaysForPatient must be a function of the Patient ID');
   }
   for (const t of o.safePrivateTags ?? []) {
     if (!(Number.isInteger(t.group) && t.group % 2 === 1 && t.group > 0x0008 && t.group <= 0xffff) || typeof t.creator !== 'string' || !Number.isInteger(t.element)) {
       throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `safePrivateTags: ${JSON.stringify(t)} is not { group: odd, creator, element }`);
     }
   }
+  if (o.burnedInMasks !== undefined) parseBurnedInMasks(o.burnedInMasks);
+  const pseudonym: unknown = o.patientPseudonym;
+  // LO and PN: at most 64 characters, no backslash (the value separator), no control character.
+  if (pseudonym !== undefined && !(typeof pseudonym === 'string' && pseudonym.length <= 64 && pseudonym.trim() !== '' && ![...pseudonym].some((c) => c === '\\' || c.charCodeAt(0) < 0x20))) {
+    throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', 'patientPseudonym must be 1..64 characters without a backslash or control character');
+  }
 }
 
-/**
- * De-identifies a dcmjs denaturalized dataset (and its File Meta Information, when given) by
- * PS3.15 E.1-1 and the Options chosen; returns a new dataset and a report. Throws
- * ECO3D_ERR_BAD_REQUEST on bad options.
- */
-export function deidentify(dataset: DenaturalizedDataset, options: DeidOptions, meta?: DenaturalizedDataset): DeidResult {
+// ---------------------------------------------------------------------------------------------
+// Pixel data
+
+const IMPLICIT_VR_LE = '1.2.840.10008.1.2';
+const EXPLICIT_VR_LE = '1.2.840.10008.1.2.1';
+const DEFLATED_EXPLICIT_VR_LE = '1.2.840.10008.1.2.1.99';
+const EXPLICIT_VR_BE = '1.2.840.10008.1.2.2';
+/** Transfer syntaxes whose Pixel Data is native (uncompressed), so it can be masked. */
+const NATIVE_SYNTAXES = new Set([IMPLICIT_VR_LE, EXPLICIT_VR_LE, DEFLATED_EXPLICIT_VR_LE, EXPLICIT_VR_BE]);
+
+type PixelPlan = { readonly kind: 'keep' } | { readonly kind: 'mask'; readonly mask: BurnedInMask; readonly layout: NativePixelLayout };
+
+function pixelError(message: string): Eco3dError {
+  return new Eco3dError('ECO3D_ERR_BAD_FILE', message, { details: { file: 'DICOM', field: 'PixelData' } });
+}
+
+/** Decides, before anything is cleaned, whether the pixels are masked, kept, or the instance refused. */
+function planPixels(top: DenaturalizedDataset, o: DeidOptions, transferSyntax: string | undefined, hasPixelData: boolean): PixelPlan {
+  const manufacturer = first(top['00080070']);
+  const modelName = first(top['00081090']);
+  const mask = o.burnedInMasks === undefined ? undefined : findBurnedInMask(o.burnedInMasks, manufacturer, modelName);
+  if (mask === undefined) {
+    if ((first(top['00280301']) ?? '').toUpperCase() === 'YES' && o.pixelDataCleaned !== true) {
+      throw new Eco3dError('ECO3D_ERR_BURNED_IN_ANNOTATION', `Burned In Annotation is YES and no pixel mask is configured for manufacturer "${manufacturer ?? ''}", model "${modelName ?? ''}"`, {
+        details: { manufacturer: manufacturer ?? null, modelName: modelName ?? null },
+      });
+    }
+    return { kind: 'keep' };
+  }
+  if (!hasPixelData) {
+    if (top['7FE00008'] !== undefined || top['7FE00009'] !== undefined) throw pixelError('a burned-in mask applies, but float pixel data cannot be masked');
+    return { kind: 'keep' }; // e.g. a report from the masked device model: no pixels to mask
+  }
+  if (transferSyntax !== undefined && !NATIVE_SYNTAXES.has(transferSyntax)) {
+    throw pixelError(
+      `the pixel data is compressed (transfer syntax ${transferSyntax}) and a burned-in mask applies to model "${mask.modelName}": it is not transcoded here; decompress the file first (e.g. dcmdjpeg, dcmdrle, dcmdjpls)`,
+    );
+  }
+  return { kind: 'mask', mask, layout: nativePixelLayout(top) };
+}
+
+function maskPixelElement(el: Element, plan: Extract<PixelPlan, { kind: 'mask' }>): Element {
+  const values = el.Value ?? [];
+  const v = values[0];
+  if (values.length !== 1) throw pixelError(`the pixel data is in ${values.length} fragments (compressed?): it cannot be masked`);
+  let bytes: Uint8Array;
+  if (v instanceof ArrayBuffer) bytes = new Uint8Array(v);
+  else if (ArrayBuffer.isView(v)) bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  else throw pixelError('the pixel data has no bytes in the dataset (bulk data reference?): it cannot be masked');
+  return { vr: el.vr, Value: [maskPixels(bytes, plan.layout, plan.mask.regions).buffer] };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Entry points
+
+/** The work of `deidentify`; `external` when the Pixel Data stays outside the dataset (Part-10 fast path). */
+function deidentifyCore(
+  dataset: DenaturalizedDataset,
+  options: DeidOptions,
+  meta: DenaturalizedDataset | undefined,
+  external?: { readonly hasPixelData: boolean; readonly transferSyntax: string },
+): { readonly result: DeidResult; readonly plan: PixelPlan } {
   checkOptions(options);
   const key = keyBytes('uidKey', options.uidKey);
   const top: DenaturalizedDataset = Object.fromEntries(Object.entries(dataset).map(([k, v]) => [k.toUpperCase(), v]));
+  let opts = options;
+  if (options.dateShiftDaysForPatient !== undefined) {
+    const days = options.dateShiftDaysForPatient(first(top['00100020']) ?? '');
+    checkShift('dateShiftDaysForPatient()', days);
+    opts = { ...options, dateShiftDays: days };
+  }
+  const transferSyntax = external?.transferSyntax ?? (meta === undefined ? undefined : first(meta['00020010']));
+  const plan = planPixels(top, opts, transferSyntax, external?.hasPixelData ?? top['7FE00010'] !== undefined);
   const sopClass = first(top['00080016']);
   const ctx: Ctx = {
     key,
-    opts: options,
+    opts,
     iod: sopClass === undefined ? undefined : IOD_TYPES[sopClass],
     top,
-    safePrivate: new Set((options.safePrivateTags ?? []).map((t) => `${t.group}|${t.creator.trim()}|${t.element & 0xff}`)),
-    safeDescriptors: new Set((options.safeDescriptors ?? []).map((s) => s.trim())),
+    safePrivate: new Set((opts.safePrivateTags ?? []).map((t) => `${t.group}|${t.creator.trim()}|${t.element & 0xff}`)),
+    safeDescriptors: new Set((opts.safeDescriptors ?? []).map((s) => s.trim())),
     counts: { X: 0, Z: 0, D: 0, K: 0, C: 0, U: 0 },
     uidMap: new Map(),
     decisions: new Map(),
     privateRemoved: 0,
     privateKept: 0,
+    structuredDepth: 0,
   };
   const out = cleanDataset(top, ctx, 0);
 
-  if (options.retainPatientCharacteristics === true && out['00101010'] === undefined) {
+  if (opts.retainPatientCharacteristics === true && out['00101010'] === undefined) {
     // No Patient's Age: the band from birth date and study date, both removed above.
     const birth = first(top['00100030']);
     const at = first(top['00080020']) ?? first(top['00080023']) ?? first(top['00080022']);
@@ -708,13 +865,25 @@ export function deidentify(dataset: DenaturalizedDataset, options: DeidOptions, 
     }
   }
 
+  if (opts.patientPseudonym !== undefined) {
+    out['00100010'] = { vr: 'PN', Value: [{ Alphabetic: opts.patientPseudonym }] };
+    out['00100020'] = { vr: 'LO', Value: [opts.patientPseudonym] };
+  }
+
+  const pixelEl = top['7FE00010'];
+  if (plan.kind === 'mask' && external === undefined && pixelEl !== undefined) out['7FE00010'] = maskPixelElement(pixelEl, plan);
+  const pixelsCleaned = plan.kind === 'mask' || opts.pixelDataCleaned === true;
+  // Masked (or vouched for by the caller): the image no longer carries burned-in text.
+  if (plan.kind === 'mask' || (opts.pixelDataCleaned === true && out['00280301'] !== undefined)) out['00280301'] = { vr: 'CS', Value: ['NO'] };
+
   const codes: Array<readonly [string, string]> = [CID_7050.basic];
   const method = [`PS3.15 E.1-1 ${DEID_PROFILE_SOURCE.edition.replace('DICOM PS3.15 ', '')} Basic Profile`];
-  if (options.pixelDataCleaned === true) codes.push(CID_7050.cleanPixelData);
-  if (options.cleanDescriptors === true) codes.push(CID_7050.cleanDescriptors);
-  if (options.dateShiftDays !== undefined) codes.push(CID_7050.modifiedDates);
-  if (options.retainPatientCharacteristics === true) codes.push(CID_7050.patientCharacteristics);
-  if (options.retainDeviceIdentity === true) codes.push(CID_7050.deviceIdentity);
+  if (pixelsCleaned) codes.push(CID_7050.cleanPixelData);
+  if (opts.cleanStructuredContent === true) codes.push(CID_7050.cleanStructuredContent);
+  if (opts.cleanDescriptors === true) codes.push(CID_7050.cleanDescriptors);
+  if (opts.dateShiftDays !== undefined) codes.push(CID_7050.modifiedDates);
+  if (opts.retainPatientCharacteristics === true) codes.push(CID_7050.patientCharacteristics);
+  if (opts.retainDeviceIdentity === true) codes.push(CID_7050.deviceIdentity);
   if (ctx.privateKept > 0) codes.push(CID_7050.safePrivate);
   for (const [, meaning] of codes.slice(1)) method.push(meaning.replace(/ Option$/, '').slice(0, 64));
   method.push('UIDs: HMAC-SHA256 keyed, 2.25 root');
@@ -730,7 +899,7 @@ export function deidentify(dataset: DenaturalizedDataset, options: DeidOptions, 
     })),
   };
   // Longitudinal Temporal Information Modified (SOP Common): dates shifted, or gone.
-  out['00280303'] = { vr: 'CS', Value: [options.dateShiftDays !== undefined ? 'MODIFIED' : 'REMOVED'] };
+  out['00280303'] = { vr: 'CS', Value: [opts.dateShiftDays !== undefined ? 'MODIFIED' : 'REMOVED'] };
 
   let outMeta: DenaturalizedDataset | undefined;
   if (meta !== undefined) {
@@ -745,7 +914,7 @@ export function deidentify(dataset: DenaturalizedDataset, options: DeidOptions, 
     outMeta['00020013'] = { vr: 'SH', Value: ['ECO3D_DEID_1'] };
   }
 
-  return {
+  const result: DeidResult = {
     dataset: out,
     meta: outMeta,
     report: {
@@ -755,31 +924,585 @@ export function deidentify(dataset: DenaturalizedDataset, options: DeidOptions, 
       uidMap: ctx.uidMap,
       decisions: ctx.decisions,
       methodCodes: codes.map(([v]) => v),
+      instanceUids: { study: first(out['0020000D']), series: first(out['0020000E']), sop: first(out['00080018']) },
+      pixelMask: plan.kind === 'mask' ? plan.mask : undefined,
     },
   };
+  return { result, plan };
 }
 
 /**
- * De-identifies a DICOM Part-10 file: read with dcmjs, `deidentify` with its File Meta
- * Information, written back in the same transfer syntax. A file dcmjs cannot read is
- * ECO3D_ERR_BAD_FILE.
+ * De-identifies a dcmjs denaturalized dataset (and its File Meta Information, when given) by
+ * PS3.15 E.1-1 and the Options chosen; returns a new dataset and a report. The input and its
+ * buffers are not changed. Throws ECO3D_ERR_BAD_REQUEST on bad options,
+ * ECO3D_ERR_BURNED_IN_ANNOTATION for burned-in annotation without a mask, ECO3D_ERR_BAD_FILE for
+ * pixel data a mask cannot be applied to.
  */
-export function deidentifyPart10(bytes: Uint8Array, options: DeidOptions): { readonly bytes: Uint8Array; readonly report: DeidReport } {
+export function deidentify(dataset: DenaturalizedDataset, options: DeidOptions, meta?: DenaturalizedDataset): DeidResult {
+  return deidentifyCore(dataset, options, meta).result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part-10 files
+
+/** Where the top-level Pixel Data element sits in a Part-10 file. */
+interface PixelDataSpan {
+  readonly tagOffset: number;
+  readonly valueOffset: number;
+  /** The byte after the element (after the sequence delimiter when encapsulated). */
+  readonly end: number;
+  readonly encapsulated: boolean;
+}
+
+interface Part10Layout {
+  readonly transferSyntaxUid: string;
+  /** Undefined for a deflated data set (its offsets are in the inflated bytes). */
+  readonly pixelData: PixelDataSpan | undefined;
+}
+
+interface WalkSyntax {
+  readonly explicit: boolean;
+  readonly little: boolean;
+}
+
+// VRs with a 2-byte reserved field and a 4-byte length in explicit VR (PS3.5 Table 7.1-1).
+const LONG_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'SQ', 'SV', 'UC', 'UN', 'UR', 'UT', 'UV']);
+const UNDEFINED_LENGTH = 0xffffffff;
+const ITEM_TAG = 0xfffee000;
+const ITEM_DELIMITER = 0xfffee00d;
+const SEQUENCE_DELIMITER = 0xfffee0dd;
+const PIXEL_DATA_TAG = 0x7fe00010;
+
+function fileError(message: string, cause?: unknown): Eco3dError {
+  return new Eco3dError('ECO3D_ERR_BAD_FILE', message, { details: { file: 'DICOM' }, ...(cause === undefined ? {} : { cause }) });
+}
+
+const hex4 = (n: number): string => n.toString(16).toUpperCase().padStart(4, '0');
+
+/**
+ * Walks every element header of a data set, skipping values by their lengths and undefined-length
+ * sequences item by item, to the last byte: a value or header that runs past the end is a
+ * truncated file, a top-level tag out of order or a stray item a corrupt one.
+ */
+class Part10Walker {
+  readonly #view: DataView;
+  /** Bytes at hand: a prefix of the file. */
+  readonly #length: number;
+  /** The whole file's size: running past it is truncation, past the prefix a request for more. */
+  readonly #size: number;
+
+  constructor(bytes: Uint8Array, fileSize: number = bytes.byteLength) {
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.#length = bytes.byteLength;
+    this.#size = fileSize;
+  }
+
+  /** `end` is within the file (a value skipped, not read). */
+  #within(end: number, what: string): void {
+    if (end > this.#size) throw fileError(`truncated: ${what} runs past the end of the file (byte ${end} of ${this.#size})`);
+  }
+
+  /** The bytes up to `end` are to be read. */
+  #need(end: number, what: string): void {
+    this.#within(end, what);
+    // A generous step: headers with large per-frame sequences come in hundreds of kB.
+    if (end > this.#length) throw new NeedMore(Math.min(this.#size, Math.max(end + 256 * 1024, this.#length * 2)));
+  }
+
+  tag(pos: number, little: boolean): number {
+    this.#need(pos + 4, `the tag at byte ${pos}`);
+    return ((this.#view.getUint16(pos, little) << 16) | this.#view.getUint16(pos + 2, little)) >>> 0;
+  }
+
+  element(pos: number, s: WalkSyntax): { tag: number; vr: string | null; valueOffset: number; length: number } {
+    const tag = this.tag(pos, s.little);
+    this.#need(pos + 8, `the element header at byte ${pos}`);
+    // Items and delimiters have no VR in any transfer syntax (PS3.5 7.5).
+    if (!s.explicit || tag >>> 16 === 0xfffe) return { tag, vr: null, valueOffset: pos + 8, length: this.#view.getUint32(pos + 4, s.little) };
+    const a = this.#view.getUint8(pos + 4);
+    const b = this.#view.getUint8(pos + 5);
+    if (a < 0x41 || a > 0x5a || b < 0x41 || b > 0x5a) throw fileError(`corrupt: no VR at byte ${pos + 4} for (${hex4(tag >>> 16)},${hex4(tag & 0xffff)})`);
+    const vr = String.fromCharCode(a, b);
+    if (!LONG_VRS.has(vr)) return { tag, vr, valueOffset: pos + 8, length: this.#view.getUint16(pos + 6, s.little) };
+    this.#need(pos + 12, `the element header at byte ${pos}`);
+    return { tag, vr, valueOffset: pos + 12, length: this.#view.getUint32(pos + 8, s.little) };
+  }
+
+  /** The offset after the value of element `e`. */
+  skipValue(e: { tag: number; vr: string | null; valueOffset: number; length: number }, s: WalkSyntax, depth: number): number {
+    if (e.length !== UNDEFINED_LENGTH) {
+      const end = e.valueOffset + e.length;
+      this.#within(end, `the value of (${hex4(e.tag >>> 16)},${hex4(e.tag & 0xffff)}) at byte ${e.valueOffset}`);
+      return end;
+    }
+    if (depth > 64) throw fileError('corrupt: sequences nested deeper than 64');
+    // An undefined-length UN holds implicit VR little endian content (PS3.5 6.2.2).
+    const inner = e.vr === 'UN' ? { explicit: false, little: true } : s;
+    let pos = e.valueOffset;
+    for (;;) {
+      const tag = this.tag(pos, inner.little);
+      this.#need(pos + 8, `the item header at byte ${pos}`);
+      const length = this.#view.getUint32(pos + 4, inner.little);
+      if (tag === SEQUENCE_DELIMITER) return pos + 8;
+      if (tag !== ITEM_TAG) throw fileError(`corrupt: expected an item at byte ${pos}, found (${hex4(tag >>> 16)},${hex4(tag & 0xffff)})`);
+      if (length !== UNDEFINED_LENGTH) {
+        pos += 8 + length;
+        this.#within(pos, `the item at byte ${pos - 8 - length}`);
+        continue;
+      }
+      pos += 8;
+      for (;;) {
+        const el = this.element(pos, inner);
+        if (el.tag === ITEM_DELIMITER) {
+          pos += 8;
+          break;
+        }
+        pos = this.skipValue(el, inner, depth + 1);
+      }
+    }
+  }
+
+  /** Walks the top-level elements from `pos` to the end; returns the Pixel Data span. */
+  dataset(pos: number, s: WalkSyntax): { pixelData: PixelDataSpan | undefined; afterPixelData: boolean } {
+    let previous = -1;
+    let pixelData: PixelDataSpan | undefined;
+    let afterPixelData = false;
+    let rows = false;
+    let floatPixels = false;
+    while (pos < this.#size) {
+      const e = this.element(pos, s);
+      if (e.tag >>> 16 === 0xfffe) throw fileError(`corrupt: an item or delimiter at the top level, byte ${pos}`);
+      // Data elements come in ascending tag order (PS3.5 7.1): a step back means garbage.
+      if (e.tag <= previous) throw fileError(`corrupt: tag (${hex4(e.tag >>> 16)},${hex4(e.tag & 0xffff)}) at byte ${pos} is out of order`);
+      previous = e.tag;
+      const end = this.skipValue(e, s, 0);
+      if (e.tag === PIXEL_DATA_TAG) pixelData = { tagOffset: pos, valueOffset: e.valueOffset, end, encapsulated: e.length === UNDEFINED_LENGTH };
+      else if (pixelData !== undefined) afterPixelData = true;
+      if (e.tag === 0x00280010) rows = true;
+      if (e.tag === 0x7fe00008 || e.tag === 0x7fe00009) floatPixels = true;
+      pos = end;
+    }
+    // A file cut right before its pixels ends on an element boundary; an image without them is
+    // that, not an image (every image IOD requires pixel data).
+    if (rows && pixelData === undefined && !floatPixels) throw fileError('truncated: the image has Rows and Columns but no Pixel Data');
+    return { pixelData, afterPixelData };
+  }
+}
+
+/** Thrown by the walker when the prefix ends before what it must read; carries a size that will do. */
+class NeedMore extends Error {
+  constructor(readonly bytes: number) {
+    super(`read ${bytes} bytes of the file`);
+  }
+}
+
+function walkPart10(bytes: Uint8Array, fileSize: number): Part10Layout & { readonly afterPixelData: boolean } {
+  if (fileSize < 132 || (bytes.byteLength >= 132 && (bytes[128] !== 0x44 || bytes[129] !== 0x49 || bytes[130] !== 0x43 || bytes[131] !== 0x4d))) {
+    throw fileError('not a DICOM Part-10 file (no DICM prefix)');
+  }
+  const w = new Part10Walker(bytes, fileSize);
+  if (bytes.byteLength < 132) throw new NeedMore(Math.min(fileSize, 64 * 1024));
+  const metaSyntax = { explicit: true, little: true };
+  let pos = 132;
+  let transferSyntaxUid: string | undefined;
+  // File Meta Information, element by element rather than by its group length, which some writers get wrong.
+  while (pos < fileSize && w.tag(pos, true) >>> 16 === 0x0002) {
+    const e = w.element(pos, metaSyntax);
+    if (e.length === UNDEFINED_LENGTH) throw fileError('corrupt: undefined length in the File Meta Information');
+    const end = w.skipValue(e, metaSyntax, 0);
+    if (e.tag === 0x00020010) transferSyntaxUid = Buffer.from(bytes.buffer, bytes.byteOffset + e.valueOffset, e.length).toString('latin1').replace(/[\0 ]+$/, '');
+    pos = end;
+  }
+  if (transferSyntaxUid === undefined || transferSyntaxUid === '') throw fileError('no Transfer Syntax UID (0002,0010) in the File Meta Information');
+  if (pos >= fileSize) throw fileError('truncated: no data set after the File Meta Information');
+  if (transferSyntaxUid === DEFLATED_EXPLICIT_VR_LE) {
+    if (bytes.byteLength < fileSize) throw new NeedMore(fileSize); // inflated whole
+    let inflated: Uint8Array;
+    try {
+      inflated = inflateRawSync(bytes.subarray(pos));
+    } catch (err) {
+      throw fileError(`truncated or corrupt deflated data set: ${err instanceof Error ? err.message : String(err)}`, err);
+    }
+    const r = new Part10Walker(inflated).dataset(0, { explicit: true, little: true });
+    return { transferSyntaxUid, pixelData: undefined, afterPixelData: r.afterPixelData };
+  }
+  const r = w.dataset(pos, { explicit: transferSyntaxUid !== IMPLICIT_VR_LE, little: transferSyntaxUid !== EXPLICIT_VR_BE });
+  return { transferSyntaxUid, ...r };
+}
+
+function readPart10(buffer: ArrayBuffer, untilPixelData: boolean): ReturnType<typeof dcmjs.data.DicomMessage.readFile> {
+  try {
+    return dcmjs.data.DicomMessage.readFile(buffer, { ignoreErrors: false, untilTag: untilPixelData ? '7FE00010' : null, includeUntilTagValue: false, noCopy: false });
+  } catch (err) {
+    throw fileError(`cannot parse the DICOM file: ${err instanceof Error ? err.message : String(err)}`, err);
+  }
+}
+
+/**
+ * Writes a Part-10 file with dcmjs, in the transfer syntax of `meta`. dcmjs writes a deflated
+ * data set uncompressed while declaring it deflated (an unreadable file), so that one is written
+ * as explicit VR little endian and then deflated here (PS3.5 A.5).
+ */
+function writeWithDcmjs(meta: DenaturalizedDataset, dataset: DenaturalizedDataset): Uint8Array {
+  if (first(meta['00020010']) !== DEFLATED_EXPLICIT_VR_LE) {
+    const w = new dcmjs.data.DicomDict(meta);
+    w.dict = dataset;
+    return new Uint8Array(w.write());
+  }
+  const plain = new dcmjs.data.DicomDict({ ...meta, '00020010': { vr: 'UI', Value: [EXPLICIT_VR_LE] } });
+  plain.dict = dataset;
+  const bytes = new Uint8Array(plain.write());
+  // The data set starts after the File Meta Information, whose group length dcmjs writes first.
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  if (view.getUint32(132, true) !== 0x00000002) throw new Error('dcmjs wrote no File Meta Information Group Length first');
+  const datasetOffset = 144 + view.getUint32(140, true);
+  const head = new dcmjs.data.DicomDict(meta);
+  head.dict = {};
+  const metaBytes = new Uint8Array(head.write());
+  const deflated = deflateRawSync(bytes.subarray(datasetOffset));
+  const out = new Uint8Array(metaBytes.byteLength + deflated.byteLength);
+  out.set(metaBytes, 0);
+  out.set(deflated, metaBytes.byteLength);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part-10 writing
+//
+// dcmjs's writer costs most of the time of a small instance (about 2 ms of 3), so the data sets
+// are written here: little endian, explicit or implicit VR, sequences and items of undefined
+// length, as dcmjs writes them. Values keep the bytes they were read with when unchanged (dcmjs's
+// _rawValue, e.g. a DS's own digits). What this writer does not know (another VR, a value too long
+// for a 16-bit length, bulk data references) goes to dcmjs, as does big endian.
+
+/** This writer cannot encode the data set: dcmjs does. */
+class NotEncodable extends Error {}
+
+const STRING_VRS = new Set(['AE', 'AS', 'CS', 'DA', 'DS', 'DT', 'IS', 'LO', 'LT', 'PN', 'SH', 'ST', 'TM', 'UC', 'UI', 'UR', 'UT']);
+// Text that may hold any character: written as UTF-8 (dcmjs reads every data set into ISO_IR 192).
+const UTF8_VRS = new Set(['LO', 'LT', 'PN', 'SH', 'ST', 'UC', 'UT']);
+const BYTE_VRS = new Set(['OB', 'OD', 'OF', 'OL', 'OV', 'OW', 'UN']);
+const NUMBER_SIZES: Readonly<Record<string, number>> = { US: 2, SS: 2, UL: 4, SL: 4, FL: 4, FD: 8, SV: 8, UV: 8, AT: 4 };
+
+class ByteWriter {
+  #buf: Uint8Array;
+  #view: DataView;
+  length = 0;
+
+  constructor(initialBytes: number) {
+    this.#buf = new Uint8Array(initialBytes);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  #ensure(n: number): void {
+    if (this.length + n <= this.#buf.byteLength) return;
+    let size = this.#buf.byteLength * 2;
+    while (size < this.length + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(0, this.length));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+  }
+
+  u16(v: number): void {
+    this.#ensure(2);
+    this.#view.setUint16(this.length, v, true);
+    this.length += 2;
+  }
+
+  u32(v: number): void {
+    this.#ensure(4);
+    this.#view.setUint32(this.length, v, true);
+    this.length += 4;
+  }
+
+  bytes(b: Uint8Array): void {
+    this.#ensure(b.byteLength);
+    this.#buf.set(b, this.length);
+    this.length += b.byteLength;
+  }
+
+  /** Room for `n` bytes at the end, written through the returned view. */
+  reserve(n: number): DataView {
+    this.#ensure(n);
+    const view = new DataView(this.#buf.buffer, this.length, n);
+    this.length += n;
+    return view;
+  }
+
+  result(): Uint8Array {
+    return this.#buf.subarray(0, this.length);
+  }
+}
+
+type StoredElement = Element & { readonly _rawValue?: unknown };
+
+/** The values to write: the ones read (`_rawValue`) when they still say what Value says. */
+function valuesToWrite(el: StoredElement): readonly unknown[] {
+  const values = el.Value ?? [];
+  const raw = el._rawValue;
+  if (!Array.isArray(raw) || raw.length !== values.length || el.vr === 'PN') return values;
+  for (let i = 0; i < values.length; i++) {
+    const v: unknown = values[i];
+    const r: unknown = raw[i];
+    if (typeof v === 'string' ? typeof r === 'string' && r.trim() === v.trim() : typeof v === 'number' ? r === v || (typeof r === 'string' && r.trim() !== '' && Number(r) === v) : false) continue;
+    return values;
+  }
+  return raw as unknown[];
+}
+
+/** A DS number in at most 16 characters (dcmjs's rule, so that both writers agree). */
+function dsString(v: number): string {
+  const s = String(v);
+  if (s.length <= 16) return s;
+  const sign = v < 0 ? 1 : 0;
+  const log = Math.log10(Math.abs(v));
+  if (log < -4 || log >= 14 - sign) {
+    const e = v.toExponential(16 - sign);
+    return e.length <= 16 ? e : v.toExponential(16 - (e.length - 16) - sign);
+  }
+  const f = v.toFixed(16 - sign);
+  return f.length <= 16 ? f : v.toFixed(16 - sign - (f.length - 16));
+}
+
+function stringValue(vr: string, v: unknown): string {
+  if (v === null || v === undefined) return '';
+  if (typeof v === 'string') return v;
+  if (typeof v === 'number') return vr === 'DS' ? dsString(v) : String(v);
+  if (vr === 'PN' && typeof v === 'object') {
+    const p = v as { Alphabetic?: unknown; Ideographic?: unknown; Phonetic?: unknown };
+    const groups = [p.Alphabetic, p.Ideographic, p.Phonetic].map((g) => (typeof g === 'string' ? g : ''));
+    while (groups.length > 1 && groups[groups.length - 1] === '') groups.pop();
+    return groups.join('=');
+  }
+  throw new NotEncodable(`a ${vr} value of type ${typeof v}`);
+}
+
+function valueBytes(el: StoredElement): Uint8Array {
+  const vr = el.vr;
+  if (el.InlineBinary !== undefined || el.BulkDataURI !== undefined) throw new NotEncodable('bulk data');
+  const values = valuesToWrite(el);
+  if (STRING_VRS.has(vr)) {
+    const text = values.map((v) => stringValue(vr, v)).join('\\');
+    const b = Buffer.from(text, UTF8_VRS.has(vr) ? 'utf8' : 'latin1');
+    if (b.byteLength % 2 === 0) return b;
+    const padded = new Uint8Array(b.byteLength + 1);
+    padded.set(b);
+    padded[b.byteLength] = vr === 'UI' ? 0 : 0x20;
+    return padded;
+  }
+  const size = NUMBER_SIZES[vr];
+  if (size !== undefined) {
+    const out = new Uint8Array(size * values.length);
+    const view = new DataView(out.buffer);
+    values.forEach((v, i) => {
+      const at = i * size;
+      if (vr === 'SV' || vr === 'UV') {
+        const n = typeof v === 'bigint' ? v : BigInt(Number(v));
+        if (vr === 'SV') view.setBigInt64(at, n, true);
+        else view.setBigUint64(at, n, true);
+        return;
+      }
+      const n = Number(v);
+      if (vr === 'US') view.setUint16(at, n, true);
+      else if (vr === 'SS') view.setInt16(at, n, true);
+      else if (vr === 'UL') view.setUint32(at, n, true);
+      else if (vr === 'SL') view.setInt32(at, n, true);
+      else if (vr === 'FL') view.setFloat32(at, n, true);
+      else if (vr === 'FD') view.setFloat64(at, n, true);
+      else {
+        // AT: the tag as group, element.
+        view.setUint16(at, n >>> 16, true);
+        view.setUint16(at + 2, n & 0xffff, true);
+      }
+    });
+    return out;
+  }
+  if (BYTE_VRS.has(vr)) {
+    const parts = values.map((v) => {
+      if (v instanceof ArrayBuffer) return new Uint8Array(v);
+      if (ArrayBuffer.isView(v)) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+      throw new NotEncodable(`a ${vr} value that is not bytes`);
+    });
+    const total = parts.reduce((n, p) => n + p.byteLength, 0);
+    const out = new Uint8Array(total + (total % 2));
+    let at = 0;
+    for (const p of parts) {
+      out.set(p, at);
+      at += p.byteLength;
+    }
+    return out;
+  }
+  throw new NotEncodable(`VR ${vr}`);
+}
+
+function writeElements(w: ByteWriter, ds: DenaturalizedDataset, explicit: boolean, depth: number): void {
+  if (depth > 64) throw new NotEncodable('sequences nested deeper than 64');
+  for (const key of Object.keys(ds).sort()) {
+    const el: StoredElement | undefined = ds[key];
+    if (el === undefined) continue;
+    const tag = parseInt(key, 16);
+    if (!/^[0-9A-F]{8}$/.test(key)) throw new NotEncodable(`key ${key}`);
+    w.u16(tag >>> 16);
+    w.u16(tag & 0xffff);
+    if (el.vr === 'SQ') {
+      if (explicit) {
+        w.u16(0x5153); // "SQ"
+        w.u16(0);
+      }
+      w.u32(UNDEFINED_LENGTH);
+      for (const item of (el.Value ?? []) as DenaturalizedDataset[]) {
+        w.u32(ITEM_TAG_LE);
+        w.u32(UNDEFINED_LENGTH);
+        writeElements(w, item, explicit, depth + 1);
+        w.u32(ITEM_DELIMITER_LE);
+        w.u32(0);
+      }
+      w.u32(SEQUENCE_DELIMITER_LE);
+      w.u32(0);
+      continue;
+    }
+    const value = valueBytes(el);
+    if (explicit) {
+      if (!/^[A-Z]{2}$/.test(el.vr)) throw new NotEncodable(`VR ${el.vr}`);
+      w.u16(el.vr.charCodeAt(0) | (el.vr.charCodeAt(1) << 8));
+      if (LONG_VRS.has(el.vr)) {
+        w.u16(0);
+        w.u32(value.byteLength);
+      } else {
+        if (value.byteLength > 0xfffe) throw new NotEncodable(`a ${el.vr} value of ${value.byteLength} bytes`);
+        w.u16(value.byteLength);
+      }
+    } else {
+      w.u32(value.byteLength);
+    }
+    w.bytes(value);
+  }
+}
+
+// Item and delimiter tags as written little endian: (FFFE,E000) is the u32 0xE000FFFE.
+const ITEM_TAG_LE = 0xe000fffe;
+const ITEM_DELIMITER_LE = 0xe00dfffe;
+const SEQUENCE_DELIMITER_LE = 0xe0ddfffe;
+
+/** Preamble, "DICM", the File Meta Information with its group length, then the data set (little endian). */
+function encodePart10(meta: DenaturalizedDataset, dataset: DenaturalizedDataset, explicit: boolean): Uint8Array {
+  const metaOnly = new ByteWriter(512);
+  const rest = Object.fromEntries(Object.entries(meta).filter(([k]) => k !== '00020000'));
+  writeElements(metaOnly, rest, true, 0);
+  const metaBytes = metaOnly.result();
+  const w = new ByteWriter(16 * 1024);
+  w.reserve(128); // zeros
+  w.bytes(Buffer.from('DICM', 'latin1'));
+  w.u16(0x0002);
+  w.u16(0x0000);
+  w.u16(0x4c55); // "UL"
+  w.u16(4);
+  w.u32(metaBytes.byteLength);
+  w.bytes(metaBytes);
+  writeElements(w, dataset, explicit, 0);
+  return w.result();
+}
+
+/** Writes a Part-10 file in the transfer syntax of `meta` (deflated: PS3.5 A.5, the data set deflated). */
+function writePart10(meta: DenaturalizedDataset, dataset: DenaturalizedDataset): Uint8Array {
+  const ts = first(meta['00020010']);
+  if (ts !== EXPLICIT_VR_BE) {
+    try {
+      if (ts !== DEFLATED_EXPLICIT_VR_LE) return encodePart10(meta, dataset, ts !== IMPLICIT_VR_LE);
+      const metaBytes = encodePart10(meta, {}, true);
+      const plain = encodePart10(meta, dataset, true).subarray(metaBytes.byteLength);
+      const deflated = deflateRawSync(plain);
+      const out = new Uint8Array(metaBytes.byteLength + deflated.byteLength);
+      out.set(metaBytes, 0);
+      out.set(deflated, metaBytes.byteLength);
+      return out;
+    } catch (err) {
+      if (!(err instanceof NotEncodable)) throw err;
+    }
+  }
+  return writeWithDcmjs(meta, dataset);
+}
+
+/** What `deidentifyPart10Prefix` asks for, or gives. */
+export type Part10PrefixResult =
+  /** Call again with the first `bytes` bytes of the file (the whole file, at most). */
+  | { readonly kind: 'need'; readonly bytes: number }
+  /**
+   * The de-identified file is `head`, then, when `tail` is not null, the input file's bytes
+   * [tail.offset, tail.offset + tail.length) unchanged: its Pixel Data element.
+   */
+  | { readonly kind: 'done'; readonly head: Uint8Array; readonly tail: { readonly offset: number; readonly length: number } | null; readonly report: DeidReport };
+
+/**
+ * `deidentifyPart10` for a file that need not be in memory: from `prefix`, the first bytes of a
+ * file of `fileSize` bytes (all of it, or as much as the caller read), either asks for a longer
+ * prefix or gives the output as a de-identified head and the range of the input to append as it
+ * is. A large image whose Pixel Data is its last element is thus de-identified from its header
+ * alone, and its pixels can be copied file to file. Files that must be read whole (deflated or
+ * big-endian data sets, elements after Pixel Data, encapsulated pixel data whose fragments are
+ * walked, a burned-in mask to apply) ask for all of it. Errors as `deidentifyPart10`; `prefix` is
+ * not changed.
+ */
+export function deidentifyPart10Prefix(prefix: Uint8Array, fileSize: number, options: DeidOptions): Part10PrefixResult {
   checkOptions(options);
   keyBytes('uidKey', options.uidKey);
-  if (bytes.length < 132 || bytes[128] !== 0x44 || bytes[129] !== 0x49 || bytes[130] !== 0x43 || bytes[131] !== 0x4d) {
-    throw new Eco3dError('ECO3D_ERR_BAD_FILE', 'not a DICOM Part-10 file (no DICM prefix)', { details: { file: 'DICOM' } });
-  }
-  let dict: ReturnType<typeof dcmjs.data.DicomMessage.readFile>;
+  if (!Number.isSafeInteger(fileSize) || prefix.byteLength > fileSize) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `the prefix (${prefix.byteLength} bytes) is longer than the file (${fileSize})`);
+  let layout: ReturnType<typeof walkPart10>;
   try {
-    dict = dcmjs.data.DicomMessage.readFile(bytes.slice().buffer);
+    layout = walkPart10(prefix, fileSize);
   } catch (err) {
-    throw new Eco3dError('ECO3D_ERR_BAD_FILE', `cannot parse the DICOM file: ${err instanceof Error ? err.message : String(err)}`, { cause: err, details: { file: 'DICOM' } });
+    if (err instanceof NeedMore) return { kind: 'need', bytes: err.bytes };
+    throw err;
   }
-  const r = deidentify(dict.dict, options, dict.meta);
-  const out = new dcmjs.data.DicomDict(r.meta ?? {});
-  out.dict = r.dataset;
-  return { bytes: new Uint8Array(out.write()), report: r.report };
+  const whole = prefix.byteLength === fileSize;
+  const own = prefix.byteOffset === 0 && prefix.buffer instanceof ArrayBuffer && prefix.buffer.byteLength === prefix.byteLength ? prefix.buffer : undefined;
+  const px = layout.pixelData;
+
+  if (px === undefined || layout.afterPixelData || layout.transferSyntaxUid === EXPLICIT_VR_BE) {
+    // dcmjs reads the whole file, and copies every value it reads (noCopy: false), so it may read
+    // the caller's buffer itself.
+    if (!whole) return { kind: 'need', bytes: fileSize };
+    const dict = readPart10(own ?? prefix.slice().buffer, false);
+    const r = deidentifyCore(dict.dict, options, dict.meta).result;
+    return { kind: 'done', head: writePart10(r.meta ?? {}, r.dataset), tail: null, report: r.report };
+  }
+
+  // dcmjs reads and writes what precedes Pixel Data; the pixel element is kept byte for byte, in
+  // the same transfer syntax (or masked).
+  const dict = readPart10(own ?? prefix.slice(0, px.tagOffset + 4).buffer, true);
+  const header = { ...dict.dict };
+  delete header['7FE00010'];
+  const { result, plan } = deidentifyCore(header, options, dict.meta, { hasPixelData: true, transferSyntax: layout.transferSyntaxUid });
+  const head = writePart10(result.meta ?? {}, result.dataset);
+  if (plan.kind === 'keep') return { kind: 'done', head, tail: { offset: px.tagOffset, length: fileSize - px.tagOffset }, report: result.report };
+  if (px.encapsulated) throw pixelError('the pixel data is encapsulated (compressed): it cannot be masked');
+  if (!whole) return { kind: 'need', bytes: fileSize };
+  const pixelHead = prefix.subarray(px.tagOffset, px.valueOffset);
+  const masked = maskPixels(prefix.subarray(px.valueOffset, px.end), plan.layout, plan.mask.regions);
+  const out = new Uint8Array(head.byteLength + pixelHead.byteLength + masked.byteLength);
+  out.set(head, 0);
+  out.set(pixelHead, head.byteLength);
+  out.set(masked, head.byteLength + pixelHead.byteLength);
+  return { kind: 'done', head: out, tail: null, report: result.report };
+}
+
+/**
+ * De-identifies a DICOM Part-10 file: checked whole (a truncated or corrupt file is
+ * ECO3D_ERR_BAD_FILE, never read in part), read with dcmjs, `deidentify` with its File Meta
+ * Information, written back in the same transfer syntax. When Pixel Data is the last element of
+ * a little-endian, not deflated, file, only the bytes before it go through dcmjs and the pixel
+ * element is copied as it is (or masked). Burned-in annotation and masks as in `deidentify`.
+ * `bytes` is not changed.
+ */
+export function deidentifyPart10(bytes: Uint8Array, options: DeidOptions): { readonly bytes: Uint8Array; readonly report: DeidReport } {
+  const r = deidentifyPart10Prefix(bytes, bytes.byteLength, options);
+  if (r.kind === 'need') throw new Error(`deidentifyPart10Prefix asked for ${r.bytes} bytes of a whole file`); // cannot happen: the prefix is the file
+  if (r.tail === null) return { bytes: r.head, report: r.report };
+  const out = new Uint8Array(r.head.byteLength + r.tail.length);
+  out.set(r.head, 0);
+  out.set(bytes.subarray(r.tail.offset, r.tail.offset + r.tail.length), r.head.byteLength);
+  return { bytes: out, report: r.report };
 }
 
 /**
@@ -802,6 +1525,7 @@ export function deidActionFor(tag: string, options: Omit<DeidOptions, 'uidKey'>,
     decisions: new Map(),
     privateRemoved: 0,
     privateKept: 0,
+    structuredDepth: 0,
   };
   return resolve(key, row, where.vr ?? row.vr, where.nested === true ? 1 : 0, ctx).action;
 }

@@ -23,3 +23,4 @@ export * from './dicom-us.ts';
 export * from './dicom-sr.ts';
 export * from './fhir.ts';
 export * from './deid.ts';
+export { parseWith } from './parse.ts';

@@ -55,8 +55,8 @@ function tokenRepo(): AuthRepo & { tokens: Map<string, ApiToken & { hash: string
 }
 
 describe('principals, scopes and live grants', () => {
-  test('the allowed scopes, in one list: the live streams, DICOMweb, FHIR and usage ingestion', () => {
-    assert.deepEqual([...TOKEN_SCOPES], ['live:video', 'live:pose', 'live:volume', 'dicomweb:read', 'dicomweb:write', 'fhir:read', 'fhir:write', 'usage:write']);
+  test('the allowed scopes, in one list: the live streams, DICOMweb, FHIR, usage ingestion and the data lake', () => {
+    assert.deepEqual([...TOKEN_SCOPES], ['live:video', 'live:pose', 'live:volume', 'dicomweb:read', 'dicomweb:write', 'fhir:read', 'fhir:write', 'usage:write', 'lake:read']);
   });
 
   test('live grants: the full set for the sonographer and admins, no teleop for the bedside, scopes for tokens', () => {

@@ -8,6 +8,7 @@ import { Eco3dError, toEco3dError } from '../protocols/index.ts';
 import { loadConfig, parseRobotTarget } from './config.ts';
 import { createLogger, type Logger } from './log.ts';
 import { startServer } from './runtime.ts';
+import { runDeidentify } from './deidentify-command.ts';
 import { runExport } from './export-command.ts';
 import { runInvoice } from './invoice-command.ts';
 import { runReconstruct } from './reconstruct-command.ts';
@@ -247,6 +248,38 @@ program
       });
       process.stdout.write(`${JSON.stringify(report)}\n`);
       process.exit(0);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+program
+  .command('deidentify')
+  .description('de-identify DICOM Part-10 files (PS3.15 Annex E Basic Profile and Options) into OUT/<study>/<series>/<sop>.dcm, named by the new UIDs; offline. Exit 0: all done; 2: some files failed (each on stderr, the others written); 1: usage error')
+  .argument('<in...>', 'DICOM files or directories (recursed)')
+  .requiredOption('--out <dir>', 'output directory')
+  .option('--key-file <file>', 'secret for the UID remap and date shift (created with 32 random bytes, mode 0600, if missing; else ECO3D_DEID_KEY, hex or base64; else a random key for this run)')
+  .option('--retain-device-identity', 'keep device serial numbers, station names and device UIDs (Retain Device Identity Option)')
+  .option('--no-date-shift', 'remove or dummy dates (Basic Profile) instead of shifting them per patient')
+  .option('--no-patient-characteristics', 'remove sex, size, weight and age (default: kept, age as a 5-year band)')
+  .option('--no-clean-descriptors', 'remove descriptions (default: kept cleaned, Clean Descriptors Option)')
+  .option('--mask-config <file>', 'JSON array of burned-in masks [{ manufacturer?, modelName, regions: [{ x, y, width, height }] }]')
+  .action(async (inputs: string[], flags: { out: string; keyFile?: string; retainDeviceIdentity?: boolean; dateShift: boolean; patientCharacteristics: boolean; cleanDescriptors: boolean; maskConfig?: string }) => {
+    try {
+      const r = await runDeidentify({
+        inputs,
+        outDir: flags.out,
+        keyFile: flags.keyFile,
+        retainDeviceIdentity: flags.retainDeviceIdentity === true,
+        dateShift: flags.dateShift,
+        patientCharacteristics: flags.patientCharacteristics,
+        cleanDescriptors: flags.cleanDescriptors,
+        maskConfigFile: flags.maskConfig,
+        env: process.env,
+        warn: (line) => process.stderr.write(`eco3d deidentify: ${line}\n`),
+      });
+      process.stdout.write(`${JSON.stringify(r.summary)}\n`);
+      process.exit(r.failures.length === 0 ? 0 : 2);
     } catch (err) {
       fail(err);
     }

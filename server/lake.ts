@@ -66,7 +66,7 @@ export function wireLake(o: { db: Database; dataDir: string; hospitalArchive: Di
       renderer: o.renderer,
       baseUrl: `${o.publicUrl}${LAKE_DICOMWEB_PREFIX}`,
       access: async (_req, principal) => {
-        const p = principal as LakePrincipal | null;
+        const p = principal;
         const scope = await lakeTokenScope(db, p, Date.now());
         return {
           tenantId: LAKE_TENANT,

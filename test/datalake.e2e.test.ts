@@ -239,7 +239,8 @@ for (const database of databasesUnderTest()) describe(`the data lake through the
     assert.equal((await t.api('/api/consents', { method: 'POST', token: bedside, body: { decision: 'revoked' } })).status, 201);
     const version = await waitFor('the withdrawal in the version', 60_000, async () => {
       const r = await t.api(`/api/lake/versions/${v1.body.id}`, { token: admin });
-      return (r.body.withdrawals as Array<{ caseId: string }>).length > 0 ? r.body : undefined;
+      const withdrawals = r.body.withdrawals as Array<{ caseId: string }>;
+      return withdrawals.length > 0 ? { withdrawals } : undefined;
     });
     assert.deepEqual((version.withdrawals as Array<{ caseId: string; reason: string }>).map((w) => [w.caseId, w.reason]), [[withdrawnCase, 'consent-revoked']]);
     const withdrawnStudy = manifest.cases.find((c) => c.id === withdrawnCase)!.studyInstanceUid;
