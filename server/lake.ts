@@ -17,7 +17,6 @@ import {
   registerLake,
   StudyGate,
   type LakeKeys,
-  type LakePrincipal,
   type LicenceScope,
 } from '../datalake/index.ts';
 import { toEco3dError } from '../protocols/index.ts';
