@@ -273,7 +273,8 @@ export class StudyGate {
 
   async wait(tenantId: string, acquisitionUid: string, eventKey: string, signal: AbortSignal): Promise<void> {
     const k = `${tenantId}/${acquisitionUid}`;
-    if (this.#done.has(k) || (await this.#deliveredInOutbox(eventKey))) return;
+    // Each acquisition is awaited once; a retry finds the outbox's record instead.
+    if (this.#done.delete(k) || (await this.#deliveredInOutbox(eventKey))) return;
     const arrived = await new Promise<boolean>((resolve) => {
       const timer = setTimeout(() => resolve(false), this.maxWaitMs);
       const finish = (v: boolean): void => {
@@ -287,7 +288,7 @@ export class StudyGate {
       list.push(() => finish(true));
       this.#waiters.set(k, list);
     });
-    if (arrived || this.#done.has(k) || (await this.#deliveredInOutbox(eventKey))) return;
+    if (this.#done.delete(k) || arrived || (await this.#deliveredInOutbox(eventKey))) return;
     throw new Eco3dError('ECO3D_ERR_CONFLICT', `the study of acquisition ${acquisitionUid} is not archived yet: the lake intake retries`);
   }
 

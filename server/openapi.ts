@@ -54,7 +54,7 @@ export function openApiDocument(): Record<string, unknown> {
         MintedToken: {
           type: 'object',
           required: ['id', 'token', 'name', 'scopes', 'tenantId', 'expiresAtMs'],
-          properties: { id: str, token: { type: 'string', description: 'e3t_…: shown once, stored only as a hash' }, name: str, scopes: { type: 'array', items: str }, tenantId: str, expiresAtMs: ms, deviceId: str },
+          properties: { id: str, token: { type: 'string', description: 'e3t_…: shown once, stored only as a hash' }, name: str, scopes: { type: 'array', items: str }, tenantId: str, expiresAtMs: ms, deviceId: str, licenceId: str },
         },
         Token: {
           type: 'object',
@@ -171,6 +171,7 @@ export function openApiDocument(): Record<string, unknown> {
               scopes: { type: 'array', minItems: 1, items: { enum: [...TOKEN_SCOPES] } },
               ttlSeconds: { type: 'integer', minimum: 60, maximum: 2592000, default: 3600 },
               deviceId: { type: 'string', description: 'binds the token to a registered device; required with usage:write' },
+              licenceId: { type: 'string', description: "binds the token to one of this tenant's data licences; required with lake:read, and only with it" },
             },
           }),
           responses: { '201': { description: 'minted; the token is in this answer only', ...json(ref('MintedToken')) }, ...errors },

@@ -347,6 +347,7 @@ for (const database of databasesUnderTest()) describe(`tokens, exams, consent an
       'fhir:read',
       'fhir:write',
       'usage:write',
+      'lake:read',
     ]);
   });
 });
