@@ -2,7 +2,7 @@
 // copies (PS3.15 Annex E, protocols/deid.ts), the pseudonym key, the catalog, cohorts, datasets
 // and their immutable versions under k-anonymity, licences billed in the ledger, and audited access.
 export { intakeConsumer, intake, intakeOutcome, ageBandAt, StudyGate, LAKE_INTAKE_CONSUMER, LAKE_TENANT } from './intake.ts';
-export type { IntakeDeps, IntakeOutcome, HospitalArchive, LakeArchive } from './intake.ts';
+export type { IntakeDeps, IntakeOutcome, HospitalArchive, LakeArchive, DeidentifyFile } from './intake.ts';
 export { loadLakeKeys, lakeKeysFrom, patientHash } from './keys.ts';
 export type { LakeKeys } from './keys.ts';
 export { pseudonymFor, findPseudonym, reidentify } from './pseudonyms.ts';

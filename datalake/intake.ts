@@ -14,10 +14,10 @@
 // files that the retry overwrites with the same bytes (the UID remap and date shift are keyed, so
 // a retry writes the same instances): never a half-written case.
 import { createHash } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { deidentifyPart10, Eco3dError, remapUid, toEco3dError, type DeidOptions, type DomainEvent } from '../protocols/index.ts';
+import { Eco3dError, remapUid, toEco3dError, type DeidOptions, type DomainEvent } from '../protocols/index.ts';
 import { currentConsent, getExamOfAcquisition, insertOutboxEvent, type Database, type OutboxConsumer, type Queryable } from '../store/index.ts';
 import type { LakeKeys } from './keys.ts';
 import { pseudonymFor } from './pseudonyms.ts';
@@ -40,15 +40,24 @@ export interface HospitalArchive {
 
 /** What the intake needs of the lake's own archive (a content-addressed DicomArchive, no outbox events). */
 export interface LakeArchive {
-  storeInstance(tenantId: string, bytes: Uint8Array, source: { kind: 'stow'; actor: string }): Promise<{ readonly sopInstanceUid: string; readonly studyInstanceUid: string }>;
+  /** Moves a de-identified file in (`move`: the file is the archive's afterwards). */
+  storeFile(tenantId: string, path: string, source: { kind: 'stow'; actor: string }, options: { move: true }): Promise<{ readonly sopInstanceUid: string; readonly studyInstanceUid: string }>;
   deleteStudy(tenantId: string, studyUid: string): Promise<{ instances: number; bytes: number }>;
 }
+
+/**
+ * De-identifies one file to a new file (server/deidentify-command.ts deidentifyFile fits, with a
+ * target on the lake's file system): the header in memory, the pixel data file to file, so a
+ * large volume never blocks the event loop the robot's control shares.
+ */
+export type DeidentifyFile = (path: string, options: DeidOptions) => Promise<{ readonly path: string; readonly sizeBytes: number }>;
 
 export interface IntakeDeps {
   readonly db: Database;
   readonly keys: LakeKeys;
   readonly archive: HospitalArchive;
   readonly lake: LakeArchive;
+  readonly deidentifyFile: DeidentifyFile;
   /** <data>/acquisitions: the study manifest and sweep-quality.json of each acquisition. */
   readonly acquisitionsDir: string;
   /** Resolves once the archive-study consumer is done with this acquisition (see StudyGate). */
@@ -177,10 +186,10 @@ export async function intake(d: IntakeDeps, tenantId: string, acquisitionUid: st
     for (const i of archived) {
       const file = await d.archive.instanceFile(tenantId, i.sopInstanceUid);
       if (file === null) throw new Eco3dError('ECO3D_ERR_CONFLICT', `instance ${i.sopInstanceUid} left the archive during the copy`);
-      const out = deidentifyPart10(await readFile(file), options);
-      const stored = await d.lake.storeInstance(LAKE_TENANT, out.bytes, { kind: 'stow', actor: 'lake-intake' });
+      const out = await d.deidentifyFile(file, options);
+      const stored = await d.lake.storeFile(LAKE_TENANT, out.path, { kind: 'stow', actor: 'lake-intake' }, { move: true }).finally(() => rm(out.path, { force: true }));
       if (stored.studyInstanceUid !== lakeStudyUid) throw new Eco3dError('ECO3D_ERR_INTERNAL', `de-identified study UID ${stored.studyInstanceUid} is not the remapped ${lakeStudyUid}`);
-      sizeBytes += out.bytes.byteLength;
+      sizeBytes += out.sizeBytes;
     }
   } catch (err) {
     const e = toEco3dError(err);

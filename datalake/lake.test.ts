@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import { DicomArchive } from '../archive/index.ts';
 import { usMultiframe, usVolume } from '../archive/testing.ts';
 import { listCharges, recordCharge, viewInvoice } from '../billing/index.ts';
+import { lakeDeidentifier } from '../server/lake.ts';
 import { newUid } from '../protocols/index.ts';
 import { linkAcquisitionToExam, recordConsent, startExam, type Database } from '../store/index.ts';
 import { forEachDatabase, seedAcquisition } from '../store/testing.ts';
@@ -60,6 +61,7 @@ function site(db: Database, name: string, lakeWrap?: (l: DicomArchive) => LakeAr
     keys,
     archive: hospital,
     lake: lakeWrap === undefined ? lake : lakeWrap(lake),
+    deidentifyFile: lakeDeidentifier(join(root, name, 'lake', '.deid')),
     acquisitionsDir: join(root, name, 'acquisitions'),
     studyDone: async () => undefined,
     log: { info: () => undefined, warn: () => undefined },
@@ -143,12 +145,12 @@ forEachDatabase('data lake', (ctx) => {
       lakeRef = l;
       let revoked = false;
       return {
-        storeInstance: async (t, bytes, source) => {
+        storeFile: async (t, path, source, options) => {
           if (!revoked) {
             revoked = true;
             await consent(ctx.db, 'lake-h3', 'MRN-LAKE-5', 'revoked');
           }
-          return l.storeInstance(t, bytes, source);
+          return l.storeFile(t, path, source, options);
         },
         deleteStudy: (t, uid) => l.deleteStudy(t, uid),
       };

@@ -25,7 +25,7 @@
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, readFile, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import { Eco3dError, deidentifyPart10Prefix, parseBurnedInMasks, patientDateShiftDays, toEco3dError, type BurnedInMask, type DeidOptions, type ErrorCode } from '../protocols/index.ts';
+import { Eco3dError, deidentifyPart10Prefix, parseBurnedInMasks, patientDateShiftDays, toEco3dError, type BurnedInMask, type DeidOptions, type DeidReport, type ErrorCode } from '../protocols/index.ts';
 
 export interface DeidentifyArgs {
   /** Files or directories (recursed). */
@@ -213,6 +213,46 @@ async function copyRange(from: FileHandle, to: FileHandle, offset: number, lengt
 }
 
 /**
+ * De-identifies one Part-10 file into the path `targetOf` names from its new UIDs, written whole
+ * or not at all. Only the header is held in memory and de-identified (synchronously: a few ms);
+ * the pixel data goes file to file, so a 500 MB volume never blocks the event loop. Failures are
+ * Eco3dErrors (ECO3D_ERR_BAD_FILE for a truncated or corrupt file, ECO3D_ERR_BURNED_IN_ANNOTATION).
+ */
+export async function deidentifyFile(
+  path: string,
+  options: DeidOptions,
+  targetOf: (uids: { study: string; series: string; sop: string }) => Promise<string>,
+  copyBuffer: Uint8Array = new Uint8Array(COPY_BUFFER_BYTES),
+): Promise<{ target: string; bytesIn: number; bytesOut: number; report: DeidReport }> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    let prefix = await readPrefix(fh, Math.min(size, FIRST_READ_BYTES));
+    let r = deidentifyPart10Prefix(prefix, size, options);
+    while (r.kind === 'need') {
+      prefix = await readPrefix(fh, r.bytes);
+      r = deidentifyPart10Prefix(prefix, size, options);
+    }
+    const { head, tail, report } = r;
+    const { study, series, sop } = report.instanceUids;
+    if (study === undefined || series === undefined || sop === undefined || ![study, series, sop].every((u) => UID_PATH.test(u))) {
+      throw new Eco3dError('ECO3D_ERR_BAD_FILE', 'no valid Study, Series and SOP Instance UID to name the output by', { details: { file: 'DICOM' } });
+    }
+    const target = await targetOf({ study, series, sop });
+    await writeAtomic(target, async (out) => {
+      await out.write(head);
+      if (tail === null) return;
+      // The pixel element: from the prefix when it holds it, else file to file.
+      if (tail.offset + tail.length <= prefix.byteLength) await out.write(prefix.subarray(tail.offset, tail.offset + tail.length));
+      else await copyRange(fh, out, tail.offset, tail.length, copyBuffer);
+    });
+    return { target, bytesIn: size, bytesOut: head.byteLength + (tail?.length ?? 0), report };
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
  * Runs the command. Throws ECO3D_ERR_CONFIG on a usage error (before any output); a file that
  * fails is reported through `warn` and in `failures`, and the others go on.
  */
@@ -245,46 +285,30 @@ export async function runDeidentify(a: DeidentifyArgs): Promise<DeidentifyResult
   let bytesIn = 0;
   let bytesOut = 0;
   const one = async (path: string, copyBuffer: Uint8Array): Promise<void> => {
-    let fh: FileHandle | undefined;
     try {
-      fh = await open(path, 'r');
-      const size = (await fh.stat()).size;
-      bytesIn += size;
-      let prefix = await readPrefix(fh, Math.min(size, FIRST_READ_BYTES));
-      let r = deidentifyPart10Prefix(prefix, size, options);
-      while (r.kind === 'need') {
-        prefix = await readPrefix(fh, r.bytes);
-        r = deidentifyPart10Prefix(prefix, size, options);
-      }
-      const { head, tail, report } = r;
-      const input = fh;
-      const { study, series, sop } = report.instanceUids;
-      if (study === undefined || series === undefined || sop === undefined || ![study, series, sop].every((u) => UID_PATH.test(u))) {
-        throw new Eco3dError('ECO3D_ERR_BAD_FILE', 'no valid Study, Series and SOP Instance UID to name the output by', { details: { file: 'DICOM' } });
-      }
-      const dir = join(outDir, study, series);
-      const target = join(dir, `${sop}.dcm`);
-      const earlier = written.get(target);
-      if (earlier !== undefined) a.warn(`${path}: same SOP Instance UID as ${earlier}; its output replaces the earlier one`);
-      written.set(target, path);
-      if (!madeDirs.has(dir)) {
-        await mkdir(dir, { recursive: true });
-        madeDirs.add(dir);
-      }
-      await writeAtomic(target, async (out) => {
-        await out.write(head);
-        if (tail === null) return;
-        // The pixel element: from the prefix when it holds it, else file to file.
-        if (tail.offset + tail.length <= prefix.byteLength) await out.write(prefix.subarray(tail.offset, tail.offset + tail.length));
-        else await copyRange(input, out, tail.offset, tail.length, copyBuffer);
-      });
-      bytesOut += head.byteLength + (tail?.length ?? 0);
+      const r = await deidentifyFile(
+        path,
+        options,
+        async ({ study, series, sop }) => {
+          const dir = join(outDir, study, series);
+          const target = join(dir, `${sop}.dcm`);
+          const earlier = written.get(target);
+          if (earlier !== undefined) a.warn(`${path}: same SOP Instance UID as ${earlier}; its output replaces the earlier one`);
+          written.set(target, path);
+          if (!madeDirs.has(dir)) {
+            await mkdir(dir, { recursive: true });
+            madeDirs.add(dir);
+          }
+          return target;
+        },
+        copyBuffer,
+      );
+      bytesIn += r.bytesIn;
+      bytesOut += r.bytesOut;
     } catch (err) {
       const e = toEco3dError(err);
       failures.push({ path, code: e.code, message: e.message });
       a.warn(`${e.code}: ${path}: ${e.message}`);
-    } finally {
-      await fh?.close();
     }
   };
   // Files in flight: one is de-identified (synchronous) while the others are read, written or synced.

@@ -2,6 +2,9 @@
 // instances (<data>/lake, reserved tenant eco3d-lake, no outbox events: the copies never go to
 // the hospital's PACS or FHIR server), the intake and consent consumers, /api/lake, and the
 // de-identified DICOMweb at /lake/dicom-web scoped to the caller's licence.
+import { randomBytes } from 'node:crypto';
+import { rmSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { DicomArchive, registerDicomWeb, type DicomWebAuditEntry, type FrameRenderer } from '../archive/index.ts';
@@ -16,16 +19,31 @@ import {
   logAccess,
   registerLake,
   StudyGate,
+  type DeidentifyFile,
   type LakeKeys,
   type LicenceScope,
 } from '../datalake/index.ts';
 import { toEco3dError } from '../protocols/index.ts';
 import { appendAudit, type Database, type OutboxConsumer } from '../store/index.ts';
 import type { Logger } from './log.ts';
+import { deidentifyFile } from './deidentify-command.ts';
 import { SERIES_DESCRIPTIONS } from './scan-dicom.ts';
 import { STUDY_CONSUMER } from './studies.ts';
 
 export const LAKE_DICOMWEB_PREFIX = '/lake/dicom-web';
+
+/**
+ * The intake's de-identifier: each copy is written under `incomingDir` (on the lake's file
+ * system, so the archive takes it by a rename), header in memory, pixels file to file.
+ */
+export function lakeDeidentifier(incomingDir: string): DeidentifyFile {
+  let made: Promise<unknown> | undefined;
+  return async (path, options) => {
+    await (made ??= mkdir(incomingDir, { recursive: true }));
+    const r = await deidentifyFile(path, options, async () => join(incomingDir, `${randomBytes(12).toString('hex')}.dcm`));
+    return { path: r.target, sizeBytes: r.bytesOut };
+  };
+}
 
 export interface LakeWiring {
   readonly keys: LakeKeys;
@@ -41,12 +59,17 @@ export function wireLake(o: { db: Database; dataDir: string; hospitalArchive: Di
   const keys = loadLakeKeys(join(o.dataDir, 'keys', 'lake.key'));
   const lake = new DicomArchive({ root: join(o.dataDir, 'lake'), db, layout: 'content-addressed', announce: false });
   const gate = new StudyGate(db, STUDY_CONSUMER);
+  // One process owns the data directory: what is in .deid is a previous process's unfinished copy.
+  const incoming = join(o.dataDir, 'lake', '.deid');
+  rmSync(incoming, { recursive: true, force: true });
   const consumers = [
     intakeConsumer({
       db,
       keys,
       archive: o.hospitalArchive,
       lake,
+      // A crash mid-copy leaves a file here; the next start clears the folder (below).
+      deidentifyFile: lakeDeidentifier(incoming),
       acquisitionsDir: o.acquisitionsDir,
       studyDone: (t, u, k, s) => gate.wait(t, u, k, s),
       safeDescriptors: Object.values(SERIES_DESCRIPTIONS),

@@ -494,22 +494,35 @@ describe('the browser apps end to end (Chromium)', { timeout: 280_000 }, () => {
     }
   });
 
-  test('STOP on the console aborts a running sweep', async () => {
+  test('STOP on the console aborts a running sweep', async (t) => {
     const { page, errors } = await openPanel('demo-sonographer', 'console.html');
     try {
       await takeControl(page);
-      await page.click('#sweep-start');
-      await waitAcq(page, ['positioning', 'scanning'], 15_000);
-      const uid = (await robot()).acquisition.uid!;
-      // Mid-sweep: the robot is on its way to the sweep's start (or already scanning).
-      const moving = await robotUntil((s) => s.acquisition.uid === uid && (!still(s) || s.acquisition.state !== 'positioning'), 'the robot to move', 15_000);
-      assert.ok(['positioning', 'scanning'].includes(moving.acquisition.state), `the sweep is running when STOP is pressed, or why not: ${await abortDetail(uid)}`);
-      await page.click('#stop');
-      await waitAcq(page, ['aborted', 'completed'], 10_000);
-      const s = await robotUntil((x) => x.acquisition.state !== 'positioning' && x.acquisition.state !== 'scanning', 'the sweep to end', 5000);
-      assert.equal(s.acquisition.uid, uid);
+      let uid: string;
+      // One retry, reported, when the state watchdog stopped the sweep before STOP did (see the
+      // volume test: a saturated 2-core machine, and the sweep stops safely, as it must).
+      for (let attempt = 1; ; attempt++) {
+        await page.click('#sweep-start');
+        await waitAcq(page, ['positioning', 'scanning'], 15_000);
+        uid = (await robot()).acquisition.uid!;
+        const current = uid;
+        // Mid-sweep: the robot is on its way to the sweep's start (or already scanning).
+        const moving = await robotUntil((s) => s.acquisition.uid === current && (!still(s) || s.acquisition.state !== 'positioning'), 'the robot to move', 15_000);
+        assert.ok(['positioning', 'scanning'].includes(moving.acquisition.state), `the sweep is running when STOP is pressed, or why not: ${await abortDetail(uid)}`);
+        await page.click('#stop');
+        await waitAcq(page, ['aborted', 'completed'], 10_000);
+        const s = await robotUntil((x) => x.acquisition.state !== 'positioning' && x.acquisition.state !== 'scanning', 'the sweep to end', 5000);
+        assert.equal(s.acquisition.uid, uid);
+        const why = await abortDetail(uid);
+        if (s.acquisition.abortReason === 'link-lost' && attempt === 1 && /no robot state/.test(why)) {
+          t.diagnostic(`sweep ${attempt} stopped by the state watchdog before STOP, retried: ${why}`);
+          await robotUntil(still, 'the robot to stand still', 5000);
+          continue;
+        }
+        assert.deepEqual([s.acquisition.state, s.acquisition.abortReason], ['aborted', 'operator'], `the sweep was aborted by the operator: ${why}`);
+        break;
+      }
       const why = await abortDetail(uid);
-      assert.deepEqual([s.acquisition.state, s.acquisition.abortReason], ['aborted', 'operator'], `the sweep was aborted by the operator: ${why}`);
       assert.equal(await page.getAttribute('#acq-state', 'data-state'), 'aborted');
       const abort = (await transitionsOf(uid)).find((x) => x.to === 'aborted');
       assert.equal(abort?.actor, 'demo-sonographer', `the abort came from the console's STOP: ${why}`);
