@@ -18,7 +18,7 @@ import { loadConfig } from '../server/config.ts';
 import { createLogger } from '../server/log.ts';
 import { startServer, type RunningServer } from '../server/runtime.ts';
 import { databasesUnderTest, seedAcquisition } from '../store/testing.ts';
-import { ADMIN_PASSWORD, apiCall, DEMO_PASSWORD, errorCode, randomId, startTestServer, testServerEnv, type TestServer } from './harness.ts';
+import { ADMIN_PASSWORD, apiCall, DEMO_PASSWORD, errorCode, randomId, startTestServer, testServerEnv, waitFor, type TestServer } from './harness.ts';
 
 const TENANT_ADMIN_PASSWORD = 'tenant-admin-password-for-tests';
 
@@ -27,21 +27,6 @@ async function tenantAdmin(t: { api: TestServer['api']; login: TestServer['login
   const created = await t.api('/api/accounts', { method: 'POST', token: admin, body: { tenantId: 'demo', username: 'demo-admin', role: 'tenant-admin', password: TENANT_ADMIN_PASSWORD } });
   assert.equal(created.status, 201, JSON.stringify(created.body));
   return t.login('demo-admin', TENANT_ADMIN_PASSWORD);
-}
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}${last === undefined ? '' : `: ${last instanceof Error ? last.message : JSON.stringify(last)}`}`);
 }
 
 for (const database of databasesUnderTest()) describe(`billing through the server (${database})`, () => {

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { periodOf } from '../billing/index.ts';
 import { databasesUnderTest } from '../store/testing.ts';
-import { ADMIN_PASSWORD, errorCode, startTestServer, type TestServer } from './harness.ts';
+import { ADMIN_PASSWORD, errorCode, startTestServer, waitFor, type TestServer } from './harness.ts';
 
 const PATIENTS = [
   { patientId: 'MRN-LK-40001', patientName: 'Bianchi^Ottavia', birthDate: '1973-06-15', sex: 'F', description: 'Abdomen lake', accessionNumber: 'ACC-LK-1' },
@@ -25,21 +25,6 @@ const PATIENTS = [
   { patientId: 'MRN-LK-40003', patientName: 'Neri^Costanza', birthDate: '1973-01-05', sex: 'F', description: 'Abdomen lake', accessionNumber: 'ACC-LK-3' },
 ] as const;
 const PHI = PATIENTS.flatMap((p) => [p.patientId, p.patientName.split('^')[0]!, p.accessionNumber, p.birthDate.replaceAll('-', '')]);
-
-async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const v = await probe();
-      if (v !== undefined) return v;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`timed out waiting for ${what}${last === undefined ? '' : `: ${last instanceof Error ? last.message : JSON.stringify(last)}`}`);
-}
 
 /** dciodvfy's error lines, without the file-specific parts. */
 function dciodvfyErrors(file: string): string[] {

@@ -103,6 +103,25 @@ export async function startTestServer(flags: Record<string, string> = {}, databa
   return t;
 }
 
+/**
+ * Polls `probe` every 250 ms until it answers something, for a state the server reaches in the
+ * background (an outbox consumer's work); its last error is in the timeout's message.
+ */
+export async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(`timed out waiting for ${what}${last === undefined ? '' : `: ${last instanceof Error ? last.message : JSON.stringify(last)}`}`);
+}
+
 /** A tele-operation WebSocket client that keeps every message and can await one. */
 export class TeleopClient {
   readonly messages: TeleopServerMessage[] = [];
