@@ -4,13 +4,13 @@
 // pseudonym key — and withdraws their cases. The billing ledger holds no patient data (only
 // acquisition identifiers) and stays append-only; the consent records are kept as the legal
 // record of what the patient decided.
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { Eco3dError, parseWith, type DomainEvent } from '../protocols/index.ts';
 import type { Database, OutboxConsumer, Queryable } from '../store/index.ts';
 import { withdrawPseudonym } from './catalog.ts';
 import { patientHash, type LakeKeys } from './keys.ts';
 import { deletePseudonym, findPseudonym } from './pseudonyms.ts';
-import { randomBytes } from 'node:crypto';
 
 export const LAKE_CONSENT_CONSUMER = 'lake-consent';
 
