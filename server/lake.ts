@@ -68,7 +68,7 @@ export function wireLake(o: { db: Database; dataDir: string; hospitalArchive: Di
       keys,
       archive: o.hospitalArchive,
       lake,
-      // A crash mid-copy leaves a file here; the next start clears the folder (below).
+      // A crash mid-copy leaves a file in it; the next start clears the folder (above).
       deidentifyFile: lakeDeidentifier(incoming),
       acquisitionsDir: o.acquisitionsDir,
       studyDone: (t, u, k, s) => gate.wait(t, u, k, s),
