@@ -71,6 +71,8 @@ export interface DicomWebAuditEntry {
   /** The path under the prefix, e.g. /studies/1.2.3/metadata. */
   readonly target?: string;
   readonly detail?: Record<string, unknown>;
+  /** The access's auditContext (DicomWebAccess), as it returned it: never serialized here. */
+  readonly context?: unknown;
 }
 
 /** Who a request acts as and what it may reach: the answer of DicomWebOptions.access. */
@@ -88,6 +90,8 @@ export interface DicomWebAccess {
   readonly auditDetail?: Readonly<Record<string, unknown>> | undefined;
   /** The tenant the audit entries are written under. Default: tenantId. */
   readonly auditTenantId?: string | undefined;
+  /** Handed back with each audit entry of the request (what the access check resolved, so the audit need not resolve it again). */
+  readonly auditContext?: unknown;
 }
 
 /**
@@ -205,6 +209,7 @@ async function routes(app: FastifyInstance, o: DicomWebOptions, prefix: string, 
       action: `${auditPrefix}.${service}`,
       target: req.url.split('?')[0]!.slice(prefix.length) || '/',
       detail: a.auditDetail === undefined ? detail : { ...a.auditDetail, ...detail },
+      ...(a.auditContext === undefined ? {} : { context: a.auditContext }),
     });
   // A refused attempt by a known principal is audited too (denied: true): who tried what, when.
   const authorize = async (req: FastifyRequest, need: 'read' | 'write'): Promise<DicomWebAccess> => {

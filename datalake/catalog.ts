@@ -119,12 +119,13 @@ function cohortWhere(c: Cohort, params: unknown[]): string {
   return where.join(' AND ');
 }
 
-/** The cohort's cases, oldest first, and how many there are in all. */
-export async function queryCohort(q: Queryable, cohort: Cohort, limit = 100, offset = 0): Promise<{ total: number; cases: LakeCase[] }> {
+/** The cohort's cases, oldest first, and how many there are in all. `limit: 'all'` for a release (never cut short). */
+export async function queryCohort(q: Queryable, cohort: Cohort, limit: number | 'all' = 100, offset = 0): Promise<{ total: number; cases: LakeCase[] }> {
   const params: unknown[] = [];
   const where = cohortWhere(cohort, params);
   const total = Number((await q.query<{ n: number }>(`SELECT count(*)::int AS n FROM lake_cases c WHERE ${where}`, params))[0]!.n);
-  const rows = await q.query<CaseRow>(`${CASE_SELECT} WHERE ${where} ORDER BY c.created_at, c.id LIMIT ${Math.max(0, Math.min(10_000, Math.trunc(limit)))} OFFSET ${Math.max(0, Math.trunc(offset))}`, params);
+  const page = limit === 'all' ? '' : ` LIMIT ${Math.max(0, Math.min(10_000, Math.trunc(limit)))} OFFSET ${Math.max(0, Math.trunc(offset))}`;
+  const rows = await q.query<CaseRow>(`${CASE_SELECT} WHERE ${where} ORDER BY c.created_at, c.id${page}`, params);
   return { total, cases: rows.map(toCase) };
 }
 
@@ -259,7 +260,8 @@ export async function releaseVersion(tx: Queryable, datasetId: string, opts: { k
   const ds = (await tx.query<{ id: string; name: string; description: string; cohort: Cohort }>('SELECT * FROM lake_datasets WHERE id = $1 FOR UPDATE', [datasetId]))[0];
   if (ds === undefined) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `no dataset ${datasetId}`);
   const cohort = parseCohort(ds.cohort);
-  const { cases } = await queryCohort(tx, cohort, 10_000);
+  // Every case of the cohort: a version silently cut at a page size would misstate its cohort.
+  const { cases } = await queryCohort(tx, cohort, 'all');
   if (cases.length === 0) throw new Eco3dError('ECO3D_ERR_CONFLICT', `the cohort of dataset ${ds.name} has no cases: nothing to release`);
   const report: KAnonymityReport = checkKAnonymity(
     cases.map((c) => ({ ageBand: c.ageBand, sex: c.sex, siteRegion: c.siteRegion, studyYear: c.studyYear })),

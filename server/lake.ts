@@ -13,7 +13,6 @@ import {
   consentConsumer,
   intakeConsumer,
   lakeTokenScope,
-  licenceScope,
   LAKE_TENANT,
   loadLakeKeys,
   logAccess,
@@ -23,7 +22,6 @@ import {
   type LakeKeys,
   type LicenceScope,
 } from '../datalake/index.ts';
-import { toEco3dError } from '../protocols/index.ts';
 import { appendAudit, type Database, type OutboxConsumer } from '../store/index.ts';
 import type { Logger } from './log.ts';
 import { deidentifyFile } from './deidentify-command.ts';
@@ -88,14 +86,14 @@ export function wireLake(o: { db: Database; dataDir: string; hospitalArchive: Di
       renderer: o.renderer,
       baseUrl: `${o.publicUrl}${LAKE_DICOMWEB_PREFIX}`,
       access: async (_req, principal) => {
-        const p = principal;
-        const scope = await lakeTokenScope(db, p, Date.now());
+        const scope = await lakeTokenScope(db, principal, Date.now());
         return {
           tenantId: LAKE_TENANT,
-          actor: p!.username,
+          actor: principal!.username,
           studies: new Set(scope.studies.values()),
-          auditTenantId: p!.tenantId,
+          auditTenantId: principal!.tenantId,
           auditDetail: { licence: scope.licence.id },
+          auditContext: scope,
         };
       },
       audit: async (e: DicomWebAuditEntry) => {
@@ -103,7 +101,8 @@ export function wireLake(o: { db: Database; dataDir: string; hospitalArchive: Di
         const d = e.detail ?? {};
         const licence = typeof d.licence === 'string' ? d.licence : null;
         const allowed = d.denied !== true && d.found !== false;
-        const scope = licence === null ? undefined : await scopeFor(licence, e.tenantId);
+        // The scope the access check resolved for this request (absent when it refused).
+        const scope = e.context as LicenceScope | undefined;
         const anomaly = await logAccess(
           db,
           {
@@ -131,14 +130,7 @@ export function wireLake(o: { db: Database; dataDir: string; hospitalArchive: Di
     for (const [caseId, uid] of scope.studies) if (uid === study) return [caseId];
     return [];
   };
-  const scopeFor = async (licenceId: string, tenantId: string): Promise<LicenceScope | undefined> => {
-    try {
-      return await licenceScope(db, licenceId, tenantId, Date.now());
-    } catch (err) {
-      log.warn({ licenceId, err: toEco3dError(err).message }, 'lake access logged without the anomaly rule');
-      return undefined;
-    }
-  };
+
 
   return {
     keys,
