@@ -199,16 +199,31 @@ export async function intake(d: IntakeDeps, tenantId: string, acquisitionUid: st
   }
 
   // The catalog's attributes, from the original (coarsened here: never more precise than listed).
-  const md = (await d.archive.findInstances(tenantId, { study: manifest.studyInstanceUid }, { metadata: 'all' }))[0]?.metadata ?? {};
+  // From whichever instance of the study carries each (the volume and the frames differ: the
+  // Enhanced US Volume keeps its transducer in functional groups, the frames at the top level).
+  const mds = (await d.archive.findInstances(tenantId, { study: manifest.studyInstanceUid }, { metadata: 'all' })).map((i) => i.metadata ?? {});
+  const str = (v: unknown): string | null => (typeof v === 'string' && v.trim() !== '' ? v.trim() : null);
   const text = (tag: string): string | null => {
-    const v = md[tag]?.Value?.[0];
-    return typeof v === 'string' && v.trim() !== '' ? v.trim() : null;
+    for (const md of mds) {
+      const v = str(md[tag]?.Value?.[0]);
+      if (v !== null) return v;
+    }
+    return null;
+  };
+  /** The code meaning of a code sequence's first item (e.g. Anatomic Region Sequence → "Abdomen"). */
+  const meaning = (tag: string): string | null => {
+    for (const md of mds) {
+      const item = md[tag]?.Value?.[0] as Record<string, { Value?: readonly unknown[] }> | undefined;
+      const v = str(item?.['00080104']?.Value?.[0]);
+      if (v !== null) return v;
+    }
+    return null;
   };
   const studyDate = text('00080020');
   const caseId = caseIdOf(d.keys, tenantId, acquisitionUid);
   const cat = {
-    bodyPart: text('00180015'),
-    probe: text('00185010') ?? text('00181030'),
+    bodyPart: text('00180015') ?? meaning('00082218'),
+    probe: text('00185010'),
     deviceModel: text('00081090'),
     studyYear: studyDate === null ? null : Number(studyDate.slice(0, 4)),
     ageBand: exam.birthDate !== undefined && studyDate !== null ? ageBandAt(exam.birthDate, studyDate) : null,

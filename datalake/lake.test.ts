@@ -111,6 +111,7 @@ forEachDatabase('data lake', (ctx) => {
     assert.equal(c.ageBand, '045Y');
     assert.equal(c.sex, 'F');
     assert.equal(c.studyYear, 2026);
+    assert.equal(c.bodyPart, 'Abdomen', 'from the Anatomic Region Sequence');
     assert.equal(c.instances, 2);
     const lakeInstances = await s.lake.studyInstances(LAKE_TENANT, c.studyInstanceUid);
     assert.equal(lakeInstances.length, 2);

@@ -101,6 +101,11 @@ for (const database of databasesUnderTest()) describe(`the data lake through the
     // Born a day apart: one 5-year band (the catalog keeps no finer age), this study year.
     const bands = (cohort.body.cases as Array<{ ageBand: string; studyYear: number }>).map((c) => [c.ageBand, c.studyYear]);
     assert.deepEqual(bands[0], bands[1]);
+    for (const c of cohort.body.cases as Array<{ bodyPart: string | null; probe: string | null; deviceModel: string | null }>) {
+      assert.equal(c.bodyPart, 'Abdomen');
+      assert.match(String(c.probe), /probe/, 'the probe, from the frames\' Transducer Data');
+      assert.ok(c.deviceModel !== null);
+    }
     assert.match(String(bands[0]![0]), /^0[45]\dY$/);
     assert.equal((await t.api('/api/lake/cohort', { method: 'POST', token: hospitalAdmin, body: {} })).status, 403, 'the catalog is the curator\'s');
     const ds = await t.api('/api/lake/datasets', { method: 'POST', token: admin, body: { name: 'liver-3d', description: 'Robotic 3D US, abdomen', cohort: { sexes: ['F'], minQuality: 0.5 } } });
