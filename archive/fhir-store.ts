@@ -730,6 +730,26 @@ export async function publishReport(db: Database, input: ReportPublication): Pro
   });
 }
 
+/**
+ * An algorithm's results on a study (a marketplace plugin's Observations): written in one
+ * transaction against the study's ImagingStudy and Patient, which must exist. `build` makes the
+ * Observations from those references; their ids must be stable (a re-run overwrites, never adds).
+ */
+export async function publishObservations(
+  db: Database,
+  input: { tenantId: string; studyInstanceUid: string; build: (subject: Reference<Patient>, imagingStudy: Reference<ImagingStudy>) => Observation[]; nowMs: number },
+): Promise<StoredFhirResource<Observation>[]> {
+  return db.transaction(async (tx) => {
+    const studyId = imagingStudyIdFor(input.tenantId, input.studyInstanceUid);
+    const study = await readFhirResource<ImagingStudy>(tx, input.tenantId, 'ImagingStudy', studyId);
+    if (study === undefined) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `study ${input.studyInstanceUid} has no ImagingStudy yet: publishStudy first`);
+    const subject: Reference<Patient> = { reference: study.resource.subject.reference ?? '' };
+    const out: StoredFhirResource<Observation>[] = [];
+    for (const o of input.build(subject, fhirReference('ImagingStudy', studyId))) out.push((await putFhirResource(tx, input.tenantId, o, { nowMs: input.nowMs })).stored);
+    return out;
+  });
+}
+
 // ---------------------------------------------------------------------------------------------
 // Consent, rendered from store/consents.ts
 
@@ -813,6 +833,12 @@ export interface FhirService {
   readonly consentsForPatient: (tenantId: string, patientId: string) => Promise<Consent[]>;
   /** The current version (what fhirPushConsumer's readResource wants). */
   readonly readResource: (tenantId: string, resourceType: string, id: string) => Promise<StoredFhirResource | undefined>;
+  /** An algorithm's Observations on a study (publishObservations). Idempotent by their ids. */
+  readonly publishObservations: (
+    tenantId: string,
+    studyInstanceUid: string,
+    build: (subject: Reference<Patient>, imagingStudy: Reference<ImagingStudy>) => Observation[],
+  ) => Promise<StoredFhirResource<Observation>[]>;
 }
 
 export function createFhirService(opts: { db: Database; dicomWebBaseUrl: string; nowMs?: () => number }): FhirService {
@@ -827,5 +853,6 @@ export function createFhirService(opts: { db: Database; dicomWebBaseUrl: string;
     completeServiceRequest: (tenantId, serviceRequestId) => markServiceRequestCompleted(db, { tenantId, serviceRequestId, nowMs: now() }),
     consentsForPatient: (tenantId, patientId) => consentsForPatient(db, tenantId, patientId),
     readResource: (tenantId, resourceType, id) => readFhirResource(db, tenantId, resourceType, id),
+    publishObservations: (tenantId, studyInstanceUid, build) => publishObservations(db, { tenantId, studyInstanceUid, build, nowMs: now() }),
   };
 }

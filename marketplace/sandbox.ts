@@ -45,7 +45,10 @@ export interface PluginInput {
 export interface PluginMeasurement {
   readonly name: string;
   readonly value: number;
+  /** UCUM, e.g. `ml`, `mm`, `%`, `1`. */
   readonly unit: string;
+  /** What was measured as a coded concept (e.g. SCT 118565006 "Volume"); else the name is coded privately. */
+  readonly concept?: { readonly value: string; readonly scheme: string; readonly meaning: string };
 }
 export interface PluginFinding {
   readonly text: string;
@@ -234,7 +237,18 @@ export function parsePluginOutput(value: unknown): { ok: true; output: PluginOut
     if (typeof r['name'] !== 'string' || r['name'] === '') return no(`measurements[${i}].name is not a non-empty string`);
     if (typeof r['value'] !== 'number' || !Number.isFinite(r['value'])) return no(`measurements[${i}].value is not a finite number`);
     if (typeof r['unit'] !== 'string') return no(`measurements[${i}].unit is not a string`);
-    measurements.push({ name: r['name'], value: r['value'], unit: r['unit'] });
+    const extraM = Object.keys(r).filter((k) => !['name', 'value', 'unit', 'concept'].includes(k));
+    if (extraM.length > 0) return no(`measurements[${i}] has unknown fields: ${extraM.join(', ')}`);
+    const c = r['concept'] as Record<string, unknown> | undefined | null;
+    if (c === undefined) {
+      measurements.push({ name: r['name'], value: r['value'], unit: r['unit'] });
+      continue;
+    }
+    const str = (k: string, max: number): boolean => typeof c?.[k] === 'string' && (c[k] as string).length > 0 && (c[k] as string).length <= max;
+    if (typeof c !== 'object' || c === null || !str('value', 64) || !str('scheme', 16) || !str('meaning', 64) || Object.keys(c).length !== 3) {
+      return no(`measurements[${i}].concept is not {value, scheme, meaning} (strings of at most 64, 16 and 64 characters)`);
+    }
+    measurements.push({ name: r['name'], value: r['value'], unit: r['unit'], concept: { value: c['value'] as string, scheme: c['scheme'] as string, meaning: c['meaning'] as string } });
   }
   const findings: PluginFinding[] = [];
   for (const [i, f] of (v['findings'] as unknown[]).entries()) {

@@ -21,6 +21,7 @@ export * from './nrrd.ts';
 export * from './mesh.ts';
 export * from './dicom-us.ts';
 export * from './dicom-sr.ts';
+export * from './ai-results.ts';
 export * from './fhir.ts';
 export * from './deid.ts';
 export { parseWith } from './parse.ts';

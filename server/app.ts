@@ -389,6 +389,8 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   app.delete<{ Params: { id: string } }>('/api/auth/tokens/:id', async (req) => {
     const p = requireRole(req.principal, ADMINS);
     const { token } = await ctx.auth.revokeToken(p, req.params.id);
+    // A revocation takes effect at once on the live streams too, not at the next request.
+    ctx.live.cutTokens([token.id]);
     return tokenView(token, Date.now());
   });
 

@@ -11,6 +11,7 @@ import { Eco3dError } from '../protocols/index.ts';
 import { LIVE_SCOPES, type LiveGrants, type ViewerTier } from '../protocols/live.ts';
 import { USAGE_WRITE_SCOPE } from '../billing/index.ts';
 import { LAKE_READ_SCOPE } from '../datalake/index.ts';
+import { PLUGIN_SCOPES } from '../marketplace/index.ts';
 import { isScopedToken, newScopedToken, scopedTokenHash, signToken, verifyPassword, verifyToken } from './auth-crypto.ts';
 
 import { ROLES, type ApiToken, type Role } from '../store/index.ts';
@@ -75,6 +76,7 @@ export interface AuthRepo {
     expiresAtMs: number;
     deviceId?: string | undefined;
     licenceId?: string | undefined;
+    enablementId?: string | undefined;
   }): Promise<ApiToken>;
   /** The unexpired, unrevoked token with this hash, or null. */
   findActiveScopedToken(tokenHash: string, nowMs: number): Promise<ApiToken | null>;
@@ -166,6 +168,29 @@ export class AuthService {
       expiresAtMs: createdAtMs + ttlS * 1000,
       ...(req.deviceId === undefined ? {} : { deviceId: req.deviceId }),
       ...(req.licenceId === undefined ? {} : { licenceId: req.licenceId }),
+    });
+    return { token, record };
+  }
+
+  /**
+   * Mints a plugin's token (OAuth2 client credentials, marketplace/routes.ts): in the enabling
+   * hospital's tenant, bound to the enablement (unusable once it is disabled), with a subset of
+   * the scopes the hospital's admin accepted.
+   */
+  async mintPluginToken(t: { tenantId: string; enablementId: string; pluginId: string; clientId: string; scopes: readonly string[]; ttlSeconds: number }): Promise<{ token: string; record: ApiToken }> {
+    const unknown = t.scopes.filter((s) => !(PLUGIN_SCOPES as readonly string[]).includes(s));
+    if (unknown.length > 0 || t.scopes.length === 0) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `a plugin token has scopes of ${PLUGIN_SCOPES.join(', ')}`);
+    const token = newScopedToken();
+    const createdAtMs = this.now();
+    const record = await this.repo.createScopedToken({
+      tokenHash: scopedTokenHash(token),
+      tenantId: t.tenantId,
+      name: `plugin ${t.pluginId} (${t.clientId})`.slice(0, 100),
+      scopes: [...new Set(t.scopes)],
+      createdBy: `client:${t.clientId}`,
+      createdAtMs,
+      expiresAtMs: createdAtMs + t.ttlSeconds * 1000,
+      enablementId: t.enablementId,
     });
     return { token, record };
   }

@@ -9,6 +9,7 @@ import { loadConfig, parseRobotTarget } from './config.ts';
 import { createLogger, type Logger } from './log.ts';
 import { startServer } from './runtime.ts';
 import { runDeidentify } from './deidentify-command.ts';
+import { demoCacheDir, pluginInit, pluginKeygen, pluginPack, pluginPublish, pluginTest } from './plugin-command.ts';
 import { runExport } from './export-command.ts';
 import { runInvoice } from './invoice-command.ts';
 import { runReconstruct } from './reconstruct-command.ts';
@@ -280,6 +281,84 @@ program
       });
       process.stdout.write(`${JSON.stringify(r.summary)}\n`);
       process.exit(r.failures.length === 0 ? 0 : 2);
+    } catch (err) {
+      fail(err);
+    }
+  });
+
+const plugin = program.command('plugin').description('develop, test, sign and publish a marketplace plugin (see README, "Writing a plugin")');
+plugin
+  .command('init')
+  .description('make a new plugin folder: manifest.json and a working index.mjs')
+  .argument('<dir>')
+  .requiredOption('--id <id>', 'reverse-DNS plugin id, e.g. com.example.lesion-volume')
+  .requiredOption('--name <name>', 'the name hospitals see')
+  .addOption(new Option('--kind <kind>', 'analysis (runs on each completed scan) or live (AR on the streams)').choices(['analysis', 'live']).default('analysis'))
+  .option('--vendor <name>', 'your organisation', 'Example Vendor')
+  .action(async (dir: string, flags: { id: string; name: string; kind: 'analysis' | 'live'; vendor: string }) => {
+    try {
+      for (const f of await pluginInit({ dir, id: flags.id, name: flags.name, kind: flags.kind, vendor: flags.vendor })) process.stdout.write(`${f}\n`);
+    } catch (err) {
+      fail(err);
+    }
+  });
+plugin
+  .command('keygen')
+  .description('make an Ed25519 signing key (private key PEM, mode 0600); prints the public key to register in the developer portal')
+  .requiredOption('--out <file>', 'where the private key goes (keep it out of the plugin folder)')
+  .action(async (flags: { out: string }) => {
+    try {
+      process.stdout.write(`${JSON.stringify(await pluginKeygen(flags.out))}\n`);
+    } catch (err) {
+      fail(err);
+    }
+  });
+plugin
+  .command('test')
+  .description('run the plugin in the sandbox on the demo studies, exactly as the platform validates it (exit 2 if it fails)')
+  .argument('<dir>')
+  .action(async (dir: string) => {
+    try {
+      const r = await pluginTest({ dir, demoDir: demoCacheDir(process.env) });
+      process.stdout.write(`${JSON.stringify(r, null, 2)}\n`);
+      process.exit(r.ok ? 0 : 2);
+    } catch (err) {
+      fail(err);
+    }
+  });
+plugin
+  .command('pack')
+  .description('sign the plugin folder into a package (zip with SIGNATURE.json)')
+  .argument('<dir>')
+  .requiredOption('--key <file>', 'your private key (eco3d plugin keygen)')
+  .option('--out <file>', 'default <id>-<version>.zip')
+  .action(async (dir: string, flags: { key: string; out?: string }) => {
+    try {
+      process.stdout.write(`${JSON.stringify(await pluginPack({ dir, keyFile: flags.key, out: flags.out }))}\n`);
+    } catch (err) {
+      fail(err);
+    }
+  });
+plugin
+  .command('publish')
+  .description('submit a signed package; waits for the automated validation (then a platform admin reviews it). Auth: ECO3D_TOKEN, or --user and ECO3D_PASSWORD')
+  .argument('<package>')
+  .requiredOption('--server <url>', 'the Eco3D server, e.g. https://eco3d.example.org')
+  .option('--user <username>', 'sign in as this developer account (password from ECO3D_PASSWORD)')
+  .option('--wait-s <seconds>', 'how long to follow validation', '300')
+  .action(async (file: string, flags: { server: string; user?: string; waitS: string }) => {
+    try {
+      const v = await pluginPublish({
+        file,
+        server: flags.server,
+        token: process.env['ECO3D_TOKEN'],
+        user: flags.user,
+        password: process.env['ECO3D_PASSWORD'],
+        waitMs: Number(flags.waitS) * 1000,
+        progress: (line) => process.stderr.write(`eco3d plugin publish: ${line}\n`),
+      });
+      process.stdout.write(`${JSON.stringify(v)}\n`);
+      process.exit(v.status === 'validation-failed' || v.status === 'rejected' ? 2 : 0);
     } catch (err) {
       fail(err);
     }

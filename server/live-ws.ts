@@ -19,11 +19,18 @@ export interface LiveSignaling {
   attach(socket: WebSocket, principal: Principal | null): void;
   /** Viewers, open peers and per-viewer counters (GET /api/live). */
   stats(): Promise<LiveHubStats>;
+  /**
+   * Cuts at once the streams joined with these tokens (revoked, or their plugin disabled): the
+   * viewer's peer is closed and its socket closed with 1008. Returns how many were cut.
+   */
+  cutTokens(tokenIds: readonly string[]): number;
   close(): void;
 }
 
 export function liveSignaling(hub: LiveService, auth: AuthService, log: Logger, meta: { tenantId: string }): LiveSignaling {
   const sockets = new Set<WebSocket>();
+  /** The sockets that joined with a scoped token, and what cuts them. */
+  const tokenSockets = new Map<WebSocket, { tokenId: string; cut: () => void }>();
   return {
     attach(socket, sessionPrincipal) {
       sockets.add(socket);
@@ -68,6 +75,16 @@ export function liveSignaling(hub: LiveService, auth: AuthService, log: Logger, 
               if (!grants.video && !grants.telemetry && !grants.volume) throw new Eco3dError('ECO3D_ERR_FORBIDDEN', 'no live scope granted (live:video, live:pose or live:volume)');
               clearTimeout(joinTimer);
               viewer = await hub.join({ actor: principal.username, role: principal.role, tier: viewerTierFor(principal), grants, want: msg.want }, send);
+              if (principal.kind === 'token') {
+                tokenSockets.set(socket, {
+                  tokenId: principal.sessionId,
+                  cut: () => {
+                    send({ type: 'error', code: 'ECO3D_ERR_UNAUTHENTICATED', message: 'the token was revoked (or its plugin disabled): the stream is cut' });
+                    viewer?.close('token revoked');
+                    socket.close(1008, 'token revoked');
+                  },
+                });
+              }
               if (socket.readyState !== socket.OPEN) viewer.close('signaling closed');
               else if (left) viewer.close('left');
             } catch (err) {
@@ -119,11 +136,23 @@ export function liveSignaling(hub: LiveService, auth: AuthService, log: Logger, 
       socket.on('close', () => {
         clearTimeout(joinTimer);
         sockets.delete(socket);
+        tokenSockets.delete(socket);
         viewer?.close('signaling closed');
       });
       socket.on('error', (err) => log.warn({ err: err.message }, 'live signaling socket error'));
     },
     stats: () => hub.stats(),
+    cutTokens(tokenIds) {
+      const ids = new Set(tokenIds);
+      let cut = 0;
+      for (const [socket, t] of tokenSockets) {
+        if (!ids.has(t.tokenId)) continue;
+        tokenSockets.delete(socket);
+        t.cut();
+        cut++;
+      }
+      return cut;
+    },
     close() {
       for (const s of sockets) s.close(1001, 'server shutting down');
     },

@@ -62,7 +62,9 @@ import { AuthService, type AuthRepo } from './auth.ts';
 import type { ServerConfig } from './config.ts';
 import { createDriver } from './drivers.ts';
 import { isSweeping, scannerFrames$, simulatedScanner, SweepImaging } from './imaging.ts';
-import { liveSignaling } from './live-ws.ts';
+import { liveSignaling, type LiveSignaling } from './live-ws.ts';
+import { wireMarketplace } from './marketplace.ts';
+import { readScanStudy } from './scan-dicom.ts';
 import { ensureViewerBuilt, VIEWER_DIST } from './viewer-build.ts';
 import type { ReconstructArgs, ReconstructReport } from './reconstruct-command.ts';
 import type { Logger } from './log.ts';
@@ -226,26 +228,52 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     cleanups.push(() => renderer.close());
     const lake = wireLake({ db, dataDir: cfg.dataDir, hospitalArchive: archive, acquisitionsDir: acquisitionsDir(cfg.dataDir), publicUrl, renderer, log });
 
+    // The plugin marketplace: each completed scan becomes a work item per enabled analysis plugin,
+    // run isolated on the de-identified volume once the study is archived (server/marketplace.ts).
+    const auth = new AuthService(authRepo(db), secret);
+    let signaling: LiveSignaling | undefined;
+    const sfhir = studyFhir(fhir, archive);
+    const market = wireMarketplace({
+      db,
+      dataDir: cfg.dataDir,
+      archive,
+      fhir,
+      studyChanged: async (tenantId, acquisitionUid) => {
+        const study = readScanStudy(join(acquisitionsDir(cfg.dataDir), acquisitionUid));
+        if (study !== undefined) await sfhir.studyArchived({ tenantId, study, startedAtMs: Date.parse(study.common.study.studyDateTime) });
+      },
+      acquisitionsDir: acquisitionsDir(cfg.dataDir),
+      auth,
+      live: () => signaling,
+      log,
+    });
+
     // Each completed acquisition becomes a study in the archive, announced over FHIR.
     const studies: StudiesDeps = {
       db,
       archive,
-      fhir: studyFhir(fhir, archive),
+      fhir: sfhir,
       acquisitionsDir: acquisitionsDir(cfg.dataDir),
       imagesDone: imagingWork.imagesDone,
       studyDefaults: { phantomSeed: 1, probe: scanner.probe, softwareVersion: `eco3d ${PACKAGE_VERSION}` },
       organization: (await getTenant(db, cfg.tenantId))?.name ?? cfg.tenantId,
       log,
-      onDone: lake.studyDone,
+      onDone: (tenantId, acquisitionUid) => {
+        lake.studyDone(tenantId, acquisitionUid);
+        market.studyDone();
+      },
     };
     dispatcher.register(studyConsumer(studies));
     for (const c of lake.consumers) dispatcher.register(c);
+    for (const c of market.consumers) dispatcher.register(c);
     // Every finished acquisition is metered (billing/); an edge forwards its scans to the cloud.
     dispatcher.register(billingConsumer(db));
     if (cfg.uplink !== undefined) dispatcher.register(uplinkConsumer(cfg.uplink));
     await dispatcher.start();
     // Stops before the imaging above is torn down: a study in progress waits for its images.
     cleanups.push(() => dispatcher.stop());
+    market.start();
+    cleanups.push(() => market.stop());
 
     const audit = (actor: string, action: string, detail?: Record<string, unknown>): void => {
       appendAudit(db, { tenantId: cfg.tenantId, actor, action, target: cfg.deviceId, ...(detail === undefined ? {} : { detail }) }).catch((err: unknown) =>
@@ -287,9 +315,9 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     const gateway = new TeleopWsGateway(session, log, { tenantId: cfg.tenantId, deviceId: cfg.deviceId }, cfg.broadcastHz);
     cleanups.push(() => gateway.close());
 
-    const auth = new AuthService(authRepo(db), secret);
-    const signaling = liveSignaling(hub, auth, log, { tenantId: cfg.tenantId });
-    cleanups.push(() => signaling.close());
+    const liveWs = liveSignaling(hub, auth, log, { tenantId: cfg.tenantId });
+    signaling = liveWs;
+    cleanups.push(() => liveWs.close());
     if (cfg.viewerBuild) {
       // A UI that fails to build must not keep the robot API and its safety from starting.
       await ensureViewerBuilt(log).catch((err: unknown) => log.error({ err: toEco3dError(err).message }, 'the browser apps are not available'));
@@ -299,7 +327,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     const app = await buildApp({
       log,
       auth,
-      live: signaling,
+      live: liveWs,
       viewerDir: VIEWER_DIST,
       repo: apiRepo(db, cfg),
       reports: reportService(studies),
@@ -325,6 +353,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
             renderer,
           }),
         ...lake.plugins,
+        ...market.plugins,
         (app) =>
           registerBilling(app, {
             db,

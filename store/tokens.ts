@@ -21,6 +21,8 @@ export interface ApiToken {
   readonly deviceId?: string;
   /** A lake token: bound to this data licence of its tenant (datalake/licences.ts). */
   readonly licenceId?: string;
+  /** A plugin's token (OAuth2 client credentials): usable only while this enablement is active. */
+  readonly enablementId?: string;
 }
 
 interface TokenRow {
@@ -36,6 +38,7 @@ interface TokenRow {
   revoked_by: string | null;
   device_id: string | null;
   licence_id: string | null;
+  enablement_id: string | null;
 }
 
 const toToken = (r: TokenRow): ApiToken => ({
@@ -50,6 +53,7 @@ const toToken = (r: TokenRow): ApiToken => ({
   ...(r.revoked_by === null ? {} : { revokedBy: r.revoked_by }),
   ...(r.device_id === null ? {} : { deviceId: r.device_id }),
   ...(r.licence_id === null ? {} : { licenceId: r.licence_id }),
+  ...(r.enablement_id === null ? {} : { enablementId: r.enablement_id }),
 });
 
 const SCOPE = /^[a-z][a-z0-9]*(:[a-z][a-z0-9-]*)+$/;
@@ -60,7 +64,7 @@ const CONTROL = /[\u0000-\u001f\u007f]/;
 /** Stores a new token. `tokenHash` is a hash of the token (at least 32 characters), never the token. */
 export async function createApiToken(
   q: Queryable,
-  t: { tokenHash: string; tenantId: string; name: string; scopes: readonly string[]; createdBy: string; createdAtMs: number; expiresAtMs: number; deviceId?: string | undefined; licenceId?: string | undefined },
+  t: { tokenHash: string; tenantId: string; name: string; scopes: readonly string[]; createdBy: string; createdAtMs: number; expiresAtMs: number; deviceId?: string | undefined; licenceId?: string | undefined; enablementId?: string | undefined },
 ): Promise<ApiToken> {
   if (t.tokenHash.length < 32) throw badRequest('a token is stored as its hash (at least 32 characters)');
   const name = t.name.trim();
@@ -72,9 +76,9 @@ export async function createApiToken(
   const scopes = [...new Set(t.scopes)];
   try {
     const rows = await q.query<TokenRow>(
-      `INSERT INTO api_tokens (id, token_hash, tenant_id, name, scopes, created_by, created_at, expires_at, device_id, licence_id)
-       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::timestamptz, $8::timestamptz, $9, $10) RETURNING *`,
-      [randomUUID(), t.tokenHash, t.tenantId, name, JSON.stringify(scopes), t.createdBy, iso(t.createdAtMs), iso(t.expiresAtMs), t.deviceId ?? null, t.licenceId ?? null],
+      `INSERT INTO api_tokens (id, token_hash, tenant_id, name, scopes, created_by, created_at, expires_at, device_id, licence_id, enablement_id)
+       VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7::timestamptz, $8::timestamptz, $9, $10, $11) RETURNING *`,
+      [randomUUID(), t.tokenHash, t.tenantId, name, JSON.stringify(scopes), t.createdBy, iso(t.createdAtMs), iso(t.expiresAtMs), t.deviceId ?? null, t.licenceId ?? null, t.enablementId ?? null],
     );
     return toToken(rows[0]!);
   } catch (err) {
@@ -88,13 +92,18 @@ export async function createApiToken(
   }
 }
 
-/** The token with this hash when usable at `nowMs` (not expired, not revoked), else undefined. */
+/**
+ * The token with this hash when usable at `nowMs` (not expired, not revoked, and for a plugin's
+ * token its enablement still active: disabling revokes the tokens too, this is the second lock),
+ * else undefined.
+ */
 export async function findActiveApiToken(q: Queryable, tokenHash: string, nowMs: number): Promise<ApiToken | undefined> {
   const row = (
-    await q.query<TokenRow>('SELECT * FROM api_tokens WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2::timestamptz', [
-      tokenHash,
-      iso(finiteMs('nowMs', nowMs)),
-    ])
+    await q.query<TokenRow>(
+      `SELECT t.* FROM api_tokens t WHERE t.token_hash = $1 AND t.revoked_at IS NULL AND t.expires_at > $2::timestamptz
+         AND (t.enablement_id IS NULL OR EXISTS (SELECT 1 FROM marketplace_enablements e WHERE e.id = t.enablement_id AND e.disabled_at IS NULL))`,
+      [tokenHash, iso(finiteMs('nowMs', nowMs))],
+    )
   )[0];
   return row === undefined ? undefined : toToken(row);
 }
