@@ -229,7 +229,7 @@ forEachDatabase('marketplace', (ctx) => {
     const stored: string[] = [];
     const deps = (behaviour: 'hang' | 'ok' | 'crash' | 'infra'): RunnerDeps => ({
       db,
-      pluginFiles: async () => ({ dir: root, manifest: { ...m, limits: { memoryMb: 64, cpuTimeMs: 1000, wallTimeMs: 1000, outputBytes: 1000 } } as never }),
+      pluginFiles: async () => ({ dir: root, manifest: { ...m, limits: { memoryMb: 64, cpuTimeMs: 1000, wallTimeMs: 1000, outputBytes: 1000 } } }),
       prepareInput: async () => {
         if (behaviour === 'infra') throw new Eco3dError('ECO3D_ERR_CONFLICT', 'study not archived');
         return { dims: [2, 2, 2], spacingMm: [1, 1, 1], voxels: new Uint8Array(8) };

@@ -13,7 +13,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { Eco3dError, parseWith } from '../protocols/index.ts';
 import type { Database } from '../store/index.ts';
-import { authenticateClient, createClient, disablePlugin, enablePlugin, listEnablements, type DisableResult, type Enablement } from './enablement.ts';
+import { authenticateClient, createClient, disablePlugin, enablePlugin, getEnablement, listEnablements, type DisableResult, type Enablement } from './enablement.ts';
 import {
   addDeveloperKey,
   getDeveloper,
@@ -38,6 +38,9 @@ export interface MarketplacePrincipal {
   readonly role: string;
   readonly tenantId: string;
   readonly username: string;
+  readonly scopes: readonly string[] | null;
+  /** A plugin's token (OAuth2 client credentials). */
+  readonly enablementId?: string;
 }
 
 /** Lifetime of a plugin's access token: short, the client asks again (RFC 6749 client credentials have no refresh token). */
@@ -288,6 +291,16 @@ export async function registerMarketplace(app: FastifyInstance, o: MarketplaceRo
       const p = await hospitalAdmin(req);
       const { limit } = parseWith(limitQuery, req.query, 'query');
       return { workItems: await listWorkItems(db, p.tenantId, limit) };
+    });
+
+    // What a plugin's token is (the plugin checks its grant; refused once the plugin is disabled).
+    scope.get('/api/marketplace/plugin/whoami', async (req) => {
+      const p = principalOf(req);
+      if (p === null) throw new Eco3dError('ECO3D_ERR_UNAUTHENTICATED', 'send your plugin token (POST /api/oauth/token)');
+      if (p.kind !== 'token' || p.enablementId === undefined) throw new Eco3dError('ECO3D_ERR_FORBIDDEN', 'this is for plugin tokens');
+      const en = await getEnablement(db, p.enablementId);
+      if (en === undefined || en.disabledAtMs !== undefined) throw new Eco3dError('ECO3D_ERR_UNAUTHENTICATED', 'the plugin is disabled');
+      return { pluginId: en.pluginId, version: en.version, tenantId: en.tenantId, scopes: p.scopes ?? [] };
     });
 
     // --- OAuth2 client credentials -------------------------------------------------------------

@@ -244,7 +244,7 @@ export function parsePluginOutput(value: unknown): { ok: true; output: PluginOut
       measurements.push({ name: r['name'], value: r['value'], unit: r['unit'] });
       continue;
     }
-    const str = (k: string, max: number): boolean => typeof c?.[k] === 'string' && (c[k] as string).length > 0 && (c[k] as string).length <= max;
+    const str = (k: string, max: number): boolean => typeof c?.[k] === 'string' && (c[k]).length > 0 && (c[k]).length <= max;
     if (typeof c !== 'object' || c === null || !str('value', 64) || !str('scheme', 16) || !str('meaning', 64) || Object.keys(c).length !== 3) {
       return no(`measurements[${i}].concept is not {value, scheme, meaning} (strings of at most 64, 16 and 64 characters)`);
     }

@@ -33,6 +33,13 @@ export const WORK_ITEM_STATES = ['SCHEDULED', 'IN PROGRESS', 'COMPLETED', 'CANCE
 export type WorkItemState = (typeof WORK_ITEM_STATES)[number];
 /** Infrastructure attempts before an item is canceled. */
 export const MAX_ATTEMPTS = 5;
+/** How long an item waits for its study to be archived before it is canceled. */
+export const STUDY_WAIT_MS = 30 * 60_000;
+/** Between two looks at a study not archived yet (a finished study also wakes the runner). */
+const NOT_READY_RETRY_MS = 2000;
+
+/** The item's study is not archived yet: not a failure, it waits (and costs no attempt). */
+class NotReady extends Error {}
 
 export interface WorkItem {
   readonly id: string;
@@ -325,6 +332,13 @@ export class WorkItemRunner {
     try {
       await this.#process(item, workDir, ctl.signal);
     } catch (err) {
+      if (err instanceof NotReady && now() - item.createdAtMs < STUDY_WAIT_MS) {
+        await d.db.query(
+          "UPDATE marketplace_work_items SET attempts = attempts - 1, lease_until = $3::timestamptz WHERE id = $1 AND claimed_by = $2 AND state = 'IN PROGRESS'",
+          [item.id, this.id, new Date(now() + NOT_READY_RETRY_MS).toISOString()],
+        );
+        return true;
+      }
       const e = toEco3dError(err);
       if (item.attempts >= MAX_ATTEMPTS) {
         await finish(d.db, item.id, this.id, 'CANCELED', { status: 'failed', reason: 'gave-up', detail: `${e.code}: ${e.message}` }, now());
@@ -347,7 +361,7 @@ export class WorkItemRunner {
     const now = d.nowMs ?? Date.now;
     const { dir, manifest } = await d.pluginFiles(item.pluginId, item.version);
     const volume = await d.prepareInput(item, workDir, signal);
-    if (volume === null) throw new Eco3dError('ECO3D_ERR_CONFLICT', `the study of acquisition ${item.acquisitionUid} is not archived yet`);
+    if (volume === null) throw new NotReady(`the study of acquisition ${item.acquisitionUid} is not archived yet`);
     // Keep the claim while the plugin runs (its wall limit may exceed the lease).
     const renew = setInterval(() => {
       renewLease(d.db, item.id, this.id, now() + this.#leaseMs).catch(() => undefined);

@@ -37,7 +37,7 @@ if [ ${#all[@]} -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
 # process's event-loop delay while a plugin spins.
 files=(); heavy=()
 for f in "${all[@]}"; do
-  case "$f" in test/live*.e2e.test.ts|test/browser*.test.ts|marketplace/sandbox.test.ts) heavy+=("$f") ;; *) files+=("$f") ;; esac
+  case "$f" in test/live*.e2e.test.ts|test/browser*.test.ts|test/marketplace*.e2e.test.ts|marketplace/sandbox.test.ts|marketplace/demo.test.ts) heavy+=("$f") ;; *) files+=("$f") ;; esac
 done
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -44,6 +44,8 @@ export interface Principal {
   readonly deviceId?: string;
   /** A lake token's data licence (the lake serves only what it covers). */
   readonly licenceId?: string;
+  /** A plugin's token: the enablement it works under (refused once that is disabled). */
+  readonly enablementId?: string;
 }
 
 export interface AccountInfo {
@@ -240,6 +242,7 @@ const tokenPrincipal = (t: ApiToken): Principal => ({
   scopes: t.scopes,
   ...(t.deviceId === undefined ? {} : { deviceId: t.deviceId }),
   ...(t.licenceId === undefined ? {} : { licenceId: t.licenceId }),
+  ...(t.enablementId === undefined ? {} : { enablementId: t.enablementId }),
 });
 
 /** A signed-in account with one of `roles`. A scoped token never passes (its role is `service`). */

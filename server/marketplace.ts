@@ -30,6 +30,7 @@ import {
   type DemoStudy,
   type PluginManifest,
   type PluginOutput,
+  type ValidationReport,
 } from '../marketplace/index.ts';
 import { buildAlgorithmObservations, encodeAlgorithmResultReport, ENHANCED_US_VOLUME_SOP_CLASS_UID, pluginDeviceObserverUid, toEco3dError, type DicomUsCommon } from '../protocols/index.ts';
 import { appendAudit, type Database, type OutboxConsumer } from '../store/index.ts';
@@ -122,8 +123,6 @@ export function wireMarketplace(o: {
   const packagesDir = join(root, 'packages');
   const unpackedDir = join(root, 'plugins');
   const demoDir = join(root, 'demo');
-  const tmpRoot = join(root, 'tmp');
-  mkdirSync(tmpRoot, { recursive: true });
   mkdirSync(unpackedDir, { recursive: true });
   let demo: Promise<DemoStudy[]> | undefined;
   const demoStudies = (): Promise<DemoStudy[]> => (demo ??= writeDemoStudies(demoDir).catch((err: unknown) => {
@@ -142,7 +141,7 @@ export function wireMarketplace(o: {
     runPlugin,
     recordCharge,
     log,
-    tmpRoot,
+    // Runs go under the OS temp dir: the data directory is closed to the sandbox's user (nobody).
     prepareInput: async (item, workDir) => {
       const study = readScanStudy(join(o.acquisitionsDir, item.acquisitionUid));
       if (study === undefined) return null;
@@ -186,22 +185,32 @@ export function wireMarketplace(o: {
   // The validation worker: one version at a time, woken by a submission.
   let validating: Promise<void> = Promise.resolve();
   let stopped = false;
+  const validateOne = async (v: { pluginId: string; version: string }): Promise<ValidationReport> => {
+    const pkg = await versionPackage(db, packagesDir, v.pluginId, v.version);
+    const { dir, manifest } = await unpackedPackage(pkg!.path, unpackedDir);
+    return validatePlugin(
+      {
+        demoStudies,
+        readVolume: readVolumeInput,
+        runPlugin,
+        onRun: (result) => recordRun(db, { workItemId: null, pluginId: manifest.id, version: manifest.version, purpose: 'validation', result }),
+        resultSr: async (m, study, output) => demoResultSr(await demoStudies(), m, study, output),
+      },
+      dir,
+      manifest,
+    );
+  };
   const validateNext = async (): Promise<void> => {
     for (let v = await claimForValidation(db); v !== undefined && !stopped; v = await claimForValidation(db)) {
-      const pkg = await versionPackage(db, packagesDir, v.pluginId, v.version);
-      const { dir, manifest } = await unpackedPackage(pkg!.path, unpackedDir);
-      const report = await validatePlugin(
-        {
-          demoStudies,
-          readVolume: readVolumeInput,
-          runPlugin,
-          tmpRoot,
-          onRun: (result) => recordRun(db, { workItemId: null, pluginId: manifest.id, version: manifest.version, purpose: 'validation', result }),
-          resultSr: async (m, study, output) => demoResultSr(await demoStudies(), m, study, output),
-        },
-        dir,
-        manifest,
-      );
+      let report: ValidationReport;
+      try {
+        report = await validateOne(v);
+      } catch (err) {
+        // The platform's fault, not the plugin's: said as such, so no version waits forever.
+        const e = toEco3dError(err);
+        log.error({ plugin: v.pluginId, version: v.version, err: e.message }, 'plugin validation could not run');
+        report = { ok: false, runs: [], problems: [`the platform could not validate this version (${e.code}: ${e.message}); ask the platform admin`] };
+      }
       await finishValidation(db, v.pluginId, v.version, report);
       log.info({ plugin: v.pluginId, version: v.version, ok: report.ok, problems: report.problems }, 'plugin version validated');
     }

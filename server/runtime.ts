@@ -231,7 +231,8 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     // The plugin marketplace: each completed scan becomes a work item per enabled analysis plugin,
     // run isolated on the de-identified volume once the study is archived (server/marketplace.ts).
     const auth = new AuthService(authRepo(db), secret);
-    let signaling: LiveSignaling | undefined;
+    // The live signaling is made further down (it needs the live hub): disabling a plugin cuts its streams there.
+    const liveRef: { current?: LiveSignaling } = {};
     const sfhir = studyFhir(fhir, archive);
     const market = wireMarketplace({
       db,
@@ -244,7 +245,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
       },
       acquisitionsDir: acquisitionsDir(cfg.dataDir),
       auth,
-      live: () => signaling,
+      live: () => liveRef.current,
       log,
     });
 
@@ -316,7 +317,7 @@ export async function startServer(cfg: ServerConfig, log: Logger, announce: Anno
     cleanups.push(() => gateway.close());
 
     const liveWs = liveSignaling(hub, auth, log, { tenantId: cfg.tenantId });
-    signaling = liveWs;
+    liveRef.current = liveWs;
     cleanups.push(() => liveWs.close());
     if (cfg.viewerBuild) {
       // A UI that fails to build must not keep the robot API and its safety from starting.

@@ -1,6 +1,7 @@
 // Vite build of the browser apps: `npx vite build --config viewer/vite.config.ts` → viewer/dist/.
 // Multi-page: login + navigation (index), sonographer console, bedside panel, AR plugin example,
-// study browser and report (studies), billing dashboard for admins (billing).
+// study browser and report (studies), billing dashboard for admins (billing), plugin developer
+// portal and review (developer), a hospital's plugin marketplace (marketplace).
 // A plain object (no `vite` import) so that this file type-checks with the browser code and
 // without Node's types.
 const root = decodeURIComponent(new URL('.', import.meta.url).pathname).replace(/\/$/, '');
@@ -25,6 +26,8 @@ export default {
         'ar-example': `${root}/ar-example.html`,
         studies: `${root}/studies.html`,
         billing: `${root}/billing.html`,
+        developer: `${root}/developer.html`,
+        marketplace: `${root}/marketplace.html`,
       },
     },
   },

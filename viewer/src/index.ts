@@ -1,8 +1,10 @@
 // The login page and role-aware navigation: sonographers and admins → console, bedside staff →
-// bedside panel; admins also mint and revoke scoped plugin tokens. `?next=page.html` comes back
-// to a page that sent us here to sign in.
+// bedside panel; admins also mint and revoke scoped plugin tokens. The plugin pages: a hospital's
+// admin → the marketplace, a developer tenant's admin → the developer portal, the platform's
+// admin → the developer portal's review. `?next=page.html` comes back to a page that sent us
+// here to sign in.
 import './style.css';
-import { canOperate, canReadStudies, isAdmin, login, logout, me, type Account } from './api.ts';
+import { api, ApiError, canOperate, canReadStudies, isAdmin, login, logout, me, type Account } from './api.ts';
 import { wireAdmin } from './admin.ts';
 import { $, describeError, run, setText, showError } from './ui.ts';
 
@@ -25,6 +27,32 @@ function show(a: Account | null): void {
   $('nav-studies').classList.toggle('hidden', !canReadStudies(a.role));
   $('nav-ar').classList.toggle('hidden', !isAdmin(a.role));
   if (isAdmin(a.role)) wireAdmin();
+  pluginLinks(a).catch((e: unknown) => showError(e, 'plugin pages'));
+}
+
+/**
+ * A tenant admin's tenant is a hospital or a developer, which the account does not say: the
+ * developer endpoint answers 200 for a developer tenant and 403 for any other.
+ */
+async function pluginLinks(a: Account): Promise<void> {
+  const developer = $('nav-developer');
+  const marketplace = $('nav-marketplace');
+  developer.classList.add('hidden');
+  marketplace.classList.add('hidden');
+  if (a.role === 'platform-admin') {
+    developer.textContent = 'Plugin review';
+    developer.classList.remove('hidden');
+    return;
+  }
+  if (a.role !== 'tenant-admin') return;
+  try {
+    await api('GET', '/api/marketplace/developer');
+    developer.classList.remove('hidden');
+  } catch (e) {
+    if (!(e instanceof ApiError)) throw e;
+    // 403: a hospital. Anything else (a server without the marketplace): neither page works.
+    if (e.status === 403) marketplace.classList.remove('hidden');
+  }
 }
 
 async function main(): Promise<void> {
