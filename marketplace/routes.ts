@@ -9,11 +9,15 @@
 // - a plugin: POST /api/oauth/token with its client credentials, then its token's scopes.
 // Every change is audited.
 import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { extname, join } from 'node:path';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { Eco3dError, parseWith } from '../protocols/index.ts';
 import type { Database } from '../store/index.ts';
-import { authenticateClient, createClient, disablePlugin, enablePlugin, getEnablement, listEnablements, type DisableResult, type Enablement } from './enablement.ts';
+import { entryModulePath, type PluginManifest } from './manifest.ts';
+import { packagePathProblem } from './package.ts';
+import { activeEnablement as activeEnablementOf, authenticateClient, createClient, disablePlugin, enablePlugin, getEnablement, listEnablements, type DisableResult, type Enablement } from './enablement.ts';
 import {
   addDeveloperKey,
   getDeveloper,
@@ -29,7 +33,7 @@ import {
   submitVersion,
   type VersionView,
 } from './registry.ts';
-import { listPayouts, payoutCsv, payoutStatement } from './revenue.ts';
+import { listPayouts, meterSubscriptions, payoutCsv, payoutStatement, type RecordCharge } from './revenue.ts';
 import { listWorkItems } from './workitems.ts';
 
 /** The parts of server/auth.ts's Principal the marketplace reads. */
@@ -58,6 +62,10 @@ export interface MarketplaceRoutesOptions {
   /** Mints a plugin's token (server/auth.ts): its hash is stored with the enablement. */
   readonly mintPluginToken: (t: { enablement: Enablement; scopes: readonly string[]; ttlSeconds: number; clientId: string }) => Promise<{ token: string }>;
   /** The sandbox tenant's de-identified demo studies. */
+  /** A version's unpacked, verified files (the console loads a live plugin's browser module from them). */
+  readonly pluginFiles: (pluginId: string, version: string) => Promise<{ dir: string; manifest: PluginManifest }>;
+  /** billing/'s recordCharge: a subscription's first month is charged when enabled. */
+  readonly recordCharge: RecordCharge;
   readonly demoStudies: () => Promise<readonly { ref: string; path: string; description: string; dims: readonly number[]; spacingMm: readonly number[]; sizeBytes: number }[]>;
   readonly nowMs?: () => number;
 }
@@ -73,6 +81,11 @@ function session(req: FastifyRequest, roles: readonly string[]): MarketplacePrin
 
 const PLATFORM = ['platform-admin'];
 const ADMIN = ['tenant-admin'];
+/** Who sees the live plugins' layers on the console (the console's own users). */
+const CONSOLE = ['sonographer', 'tenant-admin', 'physician'];
+/** A console session's plugin token: long enough for a scan, renewed by the console. */
+const SESSION_TOKEN_TTL_S = 900;
+const MODULE_TYPES: Readonly<Record<string, string>> = { '.mjs': 'text/javascript; charset=utf-8', '.js': 'text/javascript; charset=utf-8', '.json': 'application/json', '.css': 'text/css', '.png': 'image/png', '.svg': 'image/svg+xml' };
 
 const developerBody = z.strictObject({ name: z.string().min(1).max(200), shareBps: z.number().int().min(0).max(10000).optional() });
 const keyBody = z.strictObject({ name: z.string().min(1).max(100), publicKey: z.string().min(1).max(4096) });
@@ -270,6 +283,8 @@ export async function registerMarketplace(app: FastifyInstance, o: MarketplaceRo
       const b = parseWith(enableBody, req.body, 'body');
       const r = await enablePlugin(db, { tenantId: p.tenantId, pluginId: req.params.pluginId, version: b.version, acceptScopes: b.acceptScopes, acceptPricing: b.acceptPricing, by: p.username, nowMs: now() });
       if (r.replaced !== undefined) await o.disabled(r.replaced);
+      // A subscription's month starts now (idempotent: the same month is never charged twice).
+      if (r.created && r.enablement.pricing.model === 'subscription') await meterSubscriptions(db, o.recordCharge, now(), { tenantId: p.tenantId, pluginId: r.enablement.pluginId });
       if (r.created) await audit(p, 'marketplace.enable', `${r.enablement.pluginId}@${r.enablement.version}`, { scopes: r.enablement.scopes, pricing: r.enablement.pricing });
       return reply.status(r.created ? 201 : 200).send({ enablement: r.enablement });
     });
@@ -291,6 +306,47 @@ export async function registerMarketplace(app: FastifyInstance, o: MarketplaceRo
       const p = await hospitalAdmin(req);
       const { limit } = parseWith(limitQuery, req.query, 'query');
       return { workItems: await listWorkItems(db, p.tenantId, limit) };
+    });
+
+    // --- live plugins on the console ------------------------------------------------------------
+    // The tenant's enabled browser plugins, for the console's plugin layers.
+    scope.get('/api/marketplace/live-plugins', async (req) => {
+      const p = session(req, CONSOLE);
+      const active = (await listEnablements(db, p.tenantId)).filter((e) => e.disabledAtMs === undefined && e.kind === 'live');
+      const out = [];
+      for (const e of active) {
+        const { manifest } = await o.pluginFiles(e.pluginId, e.version);
+        const module = entryModulePath(manifest);
+        if (module === undefined) continue; // an external client: nothing runs in the console
+        out.push({ pluginId: e.pluginId, name: e.name, version: e.version, vendor: manifest.vendor.name, scopes: e.scopes, moduleUrl: `/api/marketplace/plugins/${e.pluginId}/${e.version}/files/${module}` });
+      }
+      return { plugins: out };
+    });
+    // A file of an enabled plugin's package (the console's sandboxed frame imports the module).
+    scope.get<{ Params: { pluginId: string; version: string; '*': string } }>('/api/marketplace/plugins/:pluginId/:version/files/*', async (req, reply) => {
+      const p = session(req, CONSOLE);
+      const en = await activeEnablementOf(db, p.tenantId, req.params.pluginId);
+      if (en === undefined || en.version !== req.params.version) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `${req.params.pluginId} ${req.params.version} is not enabled here`);
+      const rel = req.params['*'];
+      if (packagePathProblem(rel) !== undefined) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', 'no such file in the package');
+      const { dir } = await o.pluginFiles(en.pluginId, en.version);
+      const bytes = await readFile(join(dir, rel)).catch(() => undefined);
+      if (bytes === undefined) throw new Eco3dError('ECO3D_ERR_NOT_FOUND', 'no such file in the package');
+      // Third-party code: never sniffed, never framed by others, run only where the console puts it.
+      return reply
+        .header('content-type', MODULE_TYPES[extname(rel)] ?? 'application/octet-stream')
+        .header('x-content-type-options', 'nosniff')
+        .header('cache-control', 'no-store')
+        .send(bytes);
+    });
+    // A token for a live plugin running in this user's console (bound to the enablement).
+    scope.post<{ Params: { pluginId: string } }>('/api/marketplace/enablements/:pluginId/session-token', async (req) => {
+      const p = session(req, CONSOLE);
+      const en = await activeEnablementOf(db, p.tenantId, req.params.pluginId);
+      if (en === undefined || en.kind !== 'live') throw new Eco3dError('ECO3D_ERR_NOT_FOUND', `${req.params.pluginId} is not an enabled live plugin`);
+      const { token } = await o.mintPluginToken({ enablement: en, scopes: en.scopes.filter((s) => s.startsWith('live:')), ttlSeconds: SESSION_TOKEN_TTL_S, clientId: `console:${p.username}` });
+      await audit(p, 'marketplace.session-token', en.pluginId, { scopes: en.scopes });
+      return { token, expiresIn: SESSION_TOKEN_TTL_S, name: en.name, version: en.version };
     });
 
     // What a plugin's token is (the plugin checks its grant; refused once the plugin is disabled).

@@ -251,6 +251,8 @@ export function wireMarketplace(o: {
           mintPluginToken: ({ enablement, scopes, ttlSeconds, clientId }) =>
             o.auth.mintPluginToken({ tenantId: enablement.tenantId, enablementId: enablement.id, pluginId: enablement.pluginId, clientId, scopes, ttlSeconds }),
           demoStudies,
+          recordCharge,
+          pluginFiles,
         }),
     ],
   };

@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
 import { generateDeveloperKey, loadDeveloperKey, packPlugin } from '../marketplace/index.ts';
 import { ADMIN_PASSWORD, errorCode, startTestServer, waitFor, type TestServer } from './harness.ts';
 
@@ -160,7 +161,8 @@ describe('the marketplace through the server (pglite)', () => {
       assert.equal((await t.api(`/api/marketplace/review/${id}/1.0.0`, { method: 'POST', token: admin, body: { decision: 'publish' } })).status, 200);
     }
     const plugins = (await t.api('/api/marketplace/plugins', { token: hospitalAdmin })).body.plugins as Array<{ id: string; version: string; scopes: string[]; pricing: unknown }>;
-    for (const id of ['com.acme.lesion-volume', 'com.acme.phi-spy']) {
+    // With the init template's plugin (published above): it always measures.
+    for (const id of ['com.acme.lesion-volume', 'com.acme.phi-spy', 'com.acme.hello']) {
       const p = plugins.find((x) => x.id === id)!;
       // What the admin saw is what is accepted: another price is refused.
       assert.equal((await t.api(`/api/marketplace/enablements/${id}`, { method: 'PUT', token: hospitalAdmin, body: { version: p.version, acceptScopes: p.scopes, acceptPricing: { model: 'per-use', amountCents: 1 } } })).status, 409);
@@ -183,34 +185,40 @@ describe('the marketplace through the server (pglite)', () => {
     await bs.status((s) => s.acquisition.uid === uid && s.acquisition.state === 'completed', 60_000, 'acquisition completed');
 
     type Item = { id: string; pluginId: string; state: string; acquisitionUid: string; outcome?: Record<string, unknown>; runs: unknown[] };
-    const items = await waitFor('both work items finished', 300_000, async () => {
+    const items = await waitFor('the three work items finished', 300_000, async () => {
       const list = ((await t.api('/api/marketplace/work-items', { token: hospitalAdmin })).body.workItems as Item[]).filter((i) => i.acquisitionUid === uid);
-      return list.length === 2 && list.every((i) => i.state === 'COMPLETED' || i.state === 'CANCELED') ? list : undefined;
+      return list.length === 3 && list.every((i) => i.state === 'COMPLETED' || i.state === 'CANCELED') ? list : undefined;
     });
     const lesion = items.find((i) => i.pluginId === 'com.acme.lesion-volume')!;
     const spy = items.find((i) => i.pluginId === 'com.acme.phi-spy')!;
+    const hello = items.find((i) => i.pluginId === 'com.acme.hello')!;
     assert.equal(lesion.state, 'COMPLETED', JSON.stringify(lesion));
+    assert.equal(hello.state, 'COMPLETED', JSON.stringify(hello));
     assert.equal(spy.state, 'COMPLETED', JSON.stringify(spy));
     // PHI: the spy found no trace of the marker in anything it received.
     assert.deepEqual(spy.outcome?.['measurements'], [{ name: 'PHI traces', value: 0, unit: '1' }], JSON.stringify(spy.outcome));
 
-    // The SR, in the real study: dciodvfy finds no error; it names the real patient (the platform maps back).
-    const srUid = String(lesion.outcome?.['srSopInstanceUid']);
-    const srFile = findInstanceFile(join(t.dataDir, 'archive'), srUid);
-    assert.ok(srFile !== undefined, `SR ${srUid} is in the archive`);
-    const v = spawnSync('dciodvfy', [srFile], { encoding: 'utf8' });
-    assert.deepEqual(`${v.stdout}${v.stderr}`.split('\n').filter((l) => l.startsWith('Error')), []);
-    const dump = spawnSync('dcmdump', ['+P', 'PatientName', '+P', 'StudyInstanceUID', srFile], { encoding: 'utf8' }).stdout;
-    assert.match(dump, new RegExp(`${MARK}\\^Name`));
-    const dsr = spawnSync('dsrdump', ['-Pc', srFile], { encoding: 'utf8' }).stdout;
-    assert.match(dsr, /Lesion volume|Volume/);
-    assert.match(dsr, /ml/);
+    // The SRs, in the real study: dciodvfy finds no error; they name the real patient (the
+    // platform maps the opaque reference back); the lesion plugin's holds its measurement or its
+    // "no lesion" finding (the simulated phantom decides), the template's its volume in mL.
+    const srOf = (item: Item): string => {
+      const f = findInstanceFile(join(t.dataDir, 'archive'), String(item.outcome?.['srSopInstanceUid']));
+      assert.ok(f !== undefined, `the SR of ${item.pluginId} is in the archive`);
+      const v = spawnSync('dciodvfy', [f], { encoding: 'utf8' });
+      assert.deepEqual(`${v.stdout}${v.stderr}`.split('\n').filter((l) => l.startsWith('Error')), [], f);
+      return spawnSync('dsrdump', ['+Pc', '+U8', f], { encoding: 'utf8' }).stdout;
+    };
+    const lesionSr = srOf(lesion);
+    assert.match(lesionSr, new RegExp(`Patient +: ${MARK}\\^Name`));
+    assert.match(lesionSr, /NUM:\(118565006,SCT,"Volume"\)="[0-9.]+" \(ml,UCUM|TEXT:\(121071,DCM,"Finding"\)="No hypoechoic lesion found"/);
+    assert.match(srOf(hello), /NUM:\(118565006,SCT,"Volume"\)="[0-9.]+" \(ml,UCUM/);
     // FHIR Observations next to the study.
-    const obsIds = lesion.outcome?.['observations'] as string[];
-    assert.ok(obsIds.length >= 1);
-    const obs = await t.api(`/fhir/Observation/${obsIds[0]}`, { token: admin });
+    const obsIds = hello.outcome?.['observations'] as string[];
+    assert.ok(obsIds.length >= 2);
+    const obs = await t.api(`/fhir/Observation/${obsIds[1]}`, { token: hospitalAdmin });
     assert.equal(obs.status, 200, JSON.stringify(obs.body));
     assert.equal(obs.body.valueQuantity?.code, 'ml');
+    assert.equal(obs.body.status, 'preliminary');
 
     // The charge: 150 cents on the hospital's invoice, split 105 / 45 (booked once).
     const period = new Date().toISOString().slice(0, 7);
@@ -243,5 +251,63 @@ describe('the marketplace through the server (pglite)', () => {
     assert.equal((await t.api('/api/marketplace/plugin/whoami', { token: tok.access_token })).status, 401);
     const again = await t.api('/api/oauth/token', { method: 'POST', body: { grant_type: 'client_credentials', client_id: client.body.clientId, client_secret: client.body.clientSecret } });
     assert.equal(again.status, 401);
+  });
+
+  test('a live plugin streams with its OAuth token; disabling the plugin cuts its stream at once', { timeout: 300_000 }, async () => {
+    const key = generateDeveloperKey();
+    assert.equal((await t.api('/api/marketplace/developer/keys', { method: 'POST', token: dev, body: { name: 'ci-3', publicKey: key.publicKey } })).status, 201);
+    const dir = join(work, 'external-ar');
+    cpSync(join(work, 'lesion'), dir, { recursive: true });
+    const manifest = {
+      id: 'com.acme.ar-guide',
+      name: 'AR guide (external)',
+      version: '1.0.0',
+      vendor: { name: 'Acme AI' },
+      description: 'Guidance overlays computed on the vendor’s own machine from the pose stream.',
+      kind: 'live',
+      tier: 'research',
+      scopes: ['live:pose'],
+      pricing: { model: 'subscription', monthlyAmountCents: 1999 },
+      entry: { kind: 'external' },
+    };
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
+    const r = await fetch(`${t.url}/api/marketplace/developer/versions`, { method: 'POST', headers: { authorization: `Bearer ${dev}`, 'content-type': 'application/zip' }, body: await packPlugin(dir, loadDeveloperKey(key.privateKeyPem)) });
+    assert.equal(r.status, 202, await r.text());
+    await waitFor('the live plugin validated', 120_000, async () => {
+      const p = ((await t.api('/api/marketplace/developer/plugins', { token: dev })).body.plugins as Array<{ id: string; versions: Array<{ status: string }> }>).find((x) => x.id === manifest.id);
+      return p?.versions[0]?.status === 'in-review' ? true : undefined;
+    });
+    assert.equal((await t.api(`/api/marketplace/review/${manifest.id}/1.0.0`, { method: 'POST', token: admin, body: { decision: 'publish' } })).status, 200);
+    const en = await t.api(`/api/marketplace/enablements/${manifest.id}`, { method: 'PUT', token: hospitalAdmin, body: { version: '1.0.0', acceptScopes: ['live:pose'], acceptPricing: manifest.pricing } });
+    assert.equal(en.status, 201, JSON.stringify(en.body));
+    const client = await t.api(`/api/marketplace/enablements/${manifest.id}/clients`, { method: 'POST', token: hospitalAdmin });
+    const tok = await t.api('/api/oauth/token', { method: 'POST', body: { grant_type: 'client_credentials', client_id: client.body.clientId, client_secret: client.body.clientSecret } });
+    assert.equal(tok.status, 200, JSON.stringify(tok.body));
+    assert.equal(tok.body.scope, 'live:pose');
+
+    // The plugin joins the live streams with its token: it is granted telemetry only.
+    const ws = new WebSocket(`${t.url.replace(/^http/, 'ws')}/ws/live`);
+    const inbox: Array<Record<string, unknown>> = [];
+    ws.on('message', (d) => inbox.push(JSON.parse((d as Buffer).toString('utf8')) as Record<string, unknown>));
+    const closed = new Promise<{ code: number; reason: string }>((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    ws.send(JSON.stringify({ type: 'join', token: tok.body.access_token, want: { video: false, telemetry: true, volume: false, call: false } }));
+    const welcome = await waitFor('welcome', 15_000, async () => inbox.find((m) => m.type === 'welcome'));
+    assert.deepEqual(welcome.grants, { video: false, telemetry: true, volume: false, call: false, teleop: false });
+
+    // Disabled: the enablement, the client, the token and the stream end together.
+    const off = await t.api(`/api/marketplace/enablements/${manifest.id}`, { method: 'DELETE', token: hospitalAdmin });
+    assert.equal(off.status, 200, JSON.stringify(off.body));
+    assert.equal(off.body.cutStreams, 1);
+    const c = await closed;
+    assert.equal(c.code, 1008);
+    assert.ok(inbox.some((m) => m.type === 'error' && m.code === 'ECO3D_ERR_UNAUTHENTICATED'), JSON.stringify(inbox.filter((m) => m.type === 'error')));
+    // The subscription month was charged when enabled (and once only).
+    const period = new Date().toISOString().slice(0, 7);
+    const invoice = JSON.stringify((await t.api(`/api/billing/invoices/demo/${period}`, { token: admin })).body);
+    assert.equal(invoice.split(`plugin-sub/demo/${manifest.id}/${period}`).length - 1 >= 1, true, invoice.slice(0, 2000));
   });
 });
