@@ -71,3 +71,4 @@ export { bookPluginCharge, issuePayouts, meterSubscriptions, payoutCsv, payoutSt
 export { claimWorkItem, getWorkItem, listWorkItems, MAX_ATTEMPTS, recordRun, scheduleWorkItems, WORK_ITEM_CONSUMER, workItemConsumer, WorkItemRunner, type RunnerDeps, type WorkItem, type WorkItemState } from './workitems.ts';
 export { dciodvfyErrors, unpackedPackage, validatePlugin, type ValidationDeps } from './validation.ts';
 export { registerMarketplace, PLUGIN_TOKEN_TTL_S, type MarketplacePrincipal, type MarketplaceRoutesOptions } from './routes.ts';
+export { marketplaceOpenApiPaths } from './openapi.ts';

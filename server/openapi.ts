@@ -2,6 +2,7 @@
 // DICOMweb and FHIR follow their own standards and are not described here.
 import { billingOpenApiPaths } from '../billing/index.ts';
 import { lakeOpenApiPaths } from '../datalake/index.ts';
+import { marketplaceOpenApiPaths } from '../marketplace/index.ts';
 import { TOKEN_SCOPES } from './auth.ts';
 
 const error = { $ref: '#/components/schemas/Error' };
@@ -352,6 +353,7 @@ export function openApiDocument(): Record<string, unknown> {
       '/ws/bedside': { get: { summary: 'Bedside WebSocket (bedside staff): e-stop, reset, stop, sweeps', responses: { '101': { description: 'upgraded' }, ...errors } } },
       ...billingOpenApiPaths(),
       ...lakeOpenApiPaths(),
+      ...marketplaceOpenApiPaths(),
     },
   };
 }

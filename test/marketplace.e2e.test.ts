@@ -127,6 +127,8 @@ describe('the marketplace through the server (pglite)', () => {
     assert.equal((await t.api('/api/marketplace/review/com.acme.hello/0.1.0', { method: 'POST', token: hospitalAdmin, body: { decision: 'publish' } })).status, 403);
     const review = await t.api('/api/marketplace/review/com.acme.hello/0.1.0', { method: 'POST', token: admin, body: { decision: 'publish', note: 'ok' } });
     assert.equal(review.status, 200, JSON.stringify(review.body));
+    const doc = (await t.api('/api/openapi.json')).body as { paths: Record<string, unknown> };
+    for (const p of ['/api/oauth/token', '/api/marketplace/developer/versions', '/api/marketplace/enablements/{pluginId}', '/api/marketplace/work-items']) assert.ok(p in doc.paths, p);
     const catalog = await t.api('/api/marketplace/plugins', { token: hospitalAdmin });
     assert.ok((catalog.body.plugins as Array<{ id: string }>).some((p) => p.id === 'com.acme.hello'));
   });

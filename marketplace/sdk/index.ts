@@ -22,3 +22,6 @@ export { VolumeAssembler, decodeVolumeMessage } from '../../protocols/volume-str
 export type { BrickMessage, CommitMessage, GridMessage, VolumeMessage } from '../../protocols/volume-stream.ts';
 export type { TeleopProblem, TeleopStatus } from '../../protocols/teleop.ts';
 export type { Mat4 } from '../../protocols/imaging.ts';
+// Analysis plugins (they run in the platform's sandbox, not in a browser): types and helpers.
+export { measurement, voxelIndex, voxelVolumeMl, VOLUME_CONCEPT } from './analysis.ts';
+export type { AnalysisFinding, AnalysisInput, AnalysisMeasurement, AnalysisOutput, AnalysisVolume, AnalyzeFunction, CodedConcept } from './analysis.ts';
