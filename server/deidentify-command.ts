@@ -213,6 +213,27 @@ async function copyRange(from: FileHandle, to: FileHandle, offset: number, lengt
 }
 
 /**
+ * Runs the de-identification of a file's header in memory and writes nothing: the same checks
+ * and refusals as `deidentifyFile` (a truncated or corrupt file, a burned-in annotation without
+ * its mask), for callers that pass on only the pixel data and never a header (a plugin's voxels).
+ */
+export async function deidentifyHeader(path: string, options: DeidOptions): Promise<DeidReport> {
+  const fh = await open(path, 'r');
+  try {
+    const size = (await fh.stat()).size;
+    let prefix = await readPrefix(fh, Math.min(size, FIRST_READ_BYTES));
+    let r = deidentifyPart10Prefix(prefix, size, options);
+    while (r.kind === 'need') {
+      prefix = await readPrefix(fh, r.bytes);
+      r = deidentifyPart10Prefix(prefix, size, options);
+    }
+    return r.report;
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
  * De-identifies one Part-10 file into the path `targetOf` names from its new UIDs, written whole
  * or not at all. Only the header is held in memory and de-identified (synchronously: a few ms);
  * the pixel data goes file to file, so a 500 MB volume never blocks the event loop. Failures are

@@ -35,7 +35,7 @@ import {
 import { buildAlgorithmObservations, encodeAlgorithmResultReport, ENHANCED_US_VOLUME_SOP_CLASS_UID, pluginDeviceObserverUid, toEco3dError, type DicomUsCommon } from '../protocols/index.ts';
 import { appendAudit, type Database, type OutboxConsumer } from '../store/index.ts';
 import type { AuthService } from './auth.ts';
-import { deidentifyFile } from './deidentify-command.ts';
+import { deidentifyHeader } from './deidentify-command.ts';
 import type { LiveSignaling } from './live-ws.ts';
 import type { Logger } from './log.ts';
 import { readScanStudy } from './scan-dicom.ts';
@@ -142,16 +142,20 @@ export function wireMarketplace(o: {
     recordCharge,
     log,
     // Runs go under the OS temp dir: the data directory is closed to the sandbox's user (nobody).
-    prepareInput: async (item, workDir) => {
+    prepareInput: async (item) => {
       const study = readScanStudy(join(o.acquisitionsDir, item.acquisitionUid));
       if (study === undefined) return null;
       const volume = study.instances.find((i) => i.sopClassUid === ENHANCED_US_VOLUME_SOP_CLASS_UID);
       if (volume === undefined) throw new Error(`acquisition ${item.acquisitionUid}: its study has no volume`);
       const file = await o.archive.instanceFile(item.tenantId, volume.sopInstanceUid);
       if (file === null) return null;
-      // A key for this run only: the de-identified copy cannot be linked to anything else.
-      const r = await deidentifyFile(file, { uidKey: randomBytes(32), cleanDescriptors: true, cleanStructuredContent: true }, async () => join(workDir, 'volume.dcm'));
-      return readVolumeInput(r.target);
+      // The data layer's de-identification, on the header (a key for this run only, thrown away):
+      // the profile must take this instance as it is (a burned-in annotation without its mask is
+      // refused). The plugin then gets the voxels and the grid, never a header; the pixel data is
+      // what de-identification would copy unchanged, so it is read from the archived file
+      // instead of from a 16 MB de-identified copy.
+      await deidentifyHeader(file, { uidKey: randomBytes(32), cleanDescriptors: true, cleanStructuredContent: true });
+      return readVolumeInput(file);
     },
     storeResults: async (item, manifest, output) => {
       const study = readScanStudy(join(o.acquisitionsDir, item.acquisitionUid));
