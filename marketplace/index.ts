@@ -38,8 +38,8 @@ export {
   type VerifiedPackage,
   type VerifyPackageOptions,
 } from './package.ts';
-export { runPlugin, checkSandboxSupport, parsePluginOutput, DEFAULT_PLUGIN_LIMITS } from './sandbox.ts';
-export type { PluginInput, PluginOutput, PluginMeasurement, PluginFinding, PluginFailureReason, PluginRunResult, RunPluginOptions } from './sandbox.ts';
+export { runPlugin, startPlugin, checkSandboxSupport, parsePluginOutput, DEFAULT_PLUGIN_LIMITS } from './sandbox.ts';
+export type { StartedPlugin, PluginInput, PluginOutput, PluginMeasurement, PluginFinding, PluginFailureReason, PluginRunResult, RunPluginOptions } from './sandbox.ts';
 export { readVolumeInput, readVolumeHeader, type VolumeHeader } from './volume-input.ts';
 export { writeDemoStudies, type DemoStudy } from './demo.ts';
 export {

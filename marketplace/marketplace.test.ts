@@ -225,6 +225,7 @@ forEachDatabase('marketplace', (ctx) => {
 
     let release: (() => void) | undefined;
     let runs = 0;
+    let canceled = 0;
     const output = { measurements: [{ name: 'Lesion volume', value: 4.2, unit: 'ml' }], findings: [] };
     const stored: string[] = [];
     const deps = (behaviour: 'hang' | 'ok' | 'crash' | 'infra'): RunnerDeps => ({
@@ -238,12 +239,17 @@ forEachDatabase('marketplace', (ctx) => {
         stored.push(item.id);
         return { srSopInstanceUid: '2.25.1', observationIds: ['o1'] };
       },
-      runPlugin: async (): Promise<PluginRunResult> => {
-        runs++;
-        if (behaviour === 'hang') await new Promise<void>((r) => (release = r));
-        if (behaviour === 'crash') return { status: 'failed', reason: 'crashed', detail: 'TypeError: boom', ...figures };
-        return { status: 'completed', output, ...figures };
-      },
+      startPlugin: async () => ({
+        run: async (): Promise<PluginRunResult> => {
+          runs++;
+          if (behaviour === 'hang') await new Promise<void>((r) => (release = r));
+          if (behaviour === 'crash') return { status: 'failed', reason: 'crashed', detail: 'TypeError: boom', ...figures };
+          return { status: 'completed', output, ...figures };
+        },
+        cancel: async () => {
+          canceled++;
+        },
+      }),
       recordCharge,
       log: { info: () => undefined, warn: () => undefined, error: () => undefined },
       nowMs: () => clock,
@@ -293,6 +299,7 @@ forEachDatabase('marketplace', (ctx) => {
       assert.equal(await infra.runOne(), false, 'backing off');
       clock += 61_000;
     }
+    assert.equal(canceled, MAX_ATTEMPTS, 'each attempt’s sandboxed process was stopped, its input never came');
     const gaveUp = await getWorkItem(db, infraItem!.id);
     assert.equal(gaveUp?.state, 'CANCELED');
     assert.equal(gaveUp?.outcome?.['reason'], 'gave-up');

@@ -3,6 +3,7 @@
 // network namespace, as an unprivileged user, with the permission model limited to reading that
 // directory. Plain .mjs so that no loader (tsx) has to start: node's start-up is most of the cost.
 //
+// The process starts before its input is in place: it waits for a line on stdin, then reads it.
 // Layout of the run directory (everything read-only to us):
 //   runner.mjs      this file
 //   input.json      { dims, spacingMm, voxelsBytes, studyRef, entry }
@@ -39,9 +40,9 @@ function report(doc, exitCode) {
   reported = true;
   let text;
   try {
-    // Our own getrusage: exact CPU time and peak RSS, which the parent's polling can miss on a short run.
+    // Exact CPU time, and the RSS now: getrusage's peak would count the parent's pages of the pre-exec fork.
     const cpu = process.cpuUsage();
-    const usage = { cpuMs: (cpu.user + cpu.system) / 1000, maxRssKb: process.resourceUsage().maxRSS };
+    const usage = { cpuMs: (cpu.user + cpu.system) / 1000, maxRssKb: Math.round(process.memoryUsage.rss() / 1024) };
     text = JSON.stringify({ ...doc, usage });
   } catch (err) {
     // A cycle or a BigInt in the output: the parent classifies this as bad output.
@@ -67,6 +68,12 @@ process.on('uncaughtException', fail);
 process.on('unhandledRejection', fail);
 
 try {
+  // Started ahead of its input (sandbox.ts startPlugin): the parent writes a line once it is in place.
+  await new Promise((res) => {
+    process.stdin.once('data', res);
+    process.stdin.once('end', res);
+  });
+  process.stdin.destroy();
   const header = JSON.parse(readFileSync(join(here, 'input.json'), 'utf8'));
   const raw = readFileSync(join(here, 'voxels.raw'));
   const voxels = new Uint8Array(raw.buffer, raw.byteOffset, raw.byteLength);

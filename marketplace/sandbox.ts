@@ -299,7 +299,11 @@ function sampleProc(pid: number): ProcSample | null {
     // Fields after the command name (which may hold spaces and parentheses): state is the 1st,
     // utime the 12th, stime the 13th (fields 14 and 15 of proc(5)).
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { rssKb: m === null ? 0 : Number(m[1]), cpuTicks: Number(f[11]) + Number(f[12]) };
+    // Until the plugin's node has been exec'd, the pid is a fork of this process (unshare, nice,
+    // prlimit, setpriv in turn): its RSS counts our own pages shared copy-on-write, which are not
+    // the plugin's (a 400 MB server would look like a plugin over a 256 MB limit).
+    const plugin = readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes(`${sep}runner.mjs`);
+    return { rssKb: m === null || !plugin ? 0 : Number(m[1]), cpuTicks: Number(f[11]) + Number(f[12]) };
   } catch {
     return null;
   }
@@ -322,37 +326,96 @@ type Verdict = { reason: PluginFailureReason; detail: string; detectedAtMs: numb
  * `failed` result. The run directory is always removed.
  */
 export async function runPlugin(opts: RunPluginOptions): Promise<PluginRunResult> {
+  checkInput(opts.input);
+  const started = await startPlugin(opts);
+  return started.run(opts.input);
+}
+
+/** A sandboxed plugin process started ahead of its input (see startPlugin). */
+export interface StartedPlugin {
+  /** Delivers the input and waits for the result; once. */
+  run(input: PluginInput): Promise<PluginRunResult>;
+  /** Kills the process and removes its directory (the input never came). */
+  cancel(): Promise<void>;
+}
+
+/**
+ * Starts the isolated process of one run before its input is ready: node's start-up in its
+ * namespace overlaps the caller's preparation of the input (de-identification, reading the
+ * volume), and `run` then only delivers it. The same process is never given a second input. The
+ * wall-time limit counts from the delivery; CPU and memory from the start.
+ */
+export async function startPlugin(opts: Omit<RunPluginOptions, 'input'>): Promise<StartedPlugin> {
   checkSandboxSupport();
   const tools = toolsCache!;
   const limits = resolveLimits(opts.limits);
-  checkInput(opts.input);
   const pollMs = opts.pollMs ?? 10;
   const pluginDir = resolve(opts.pluginDir);
   const entryPath = resolve(pluginDir, opts.entry);
   if (!entryPath.startsWith(pluginDir + sep)) throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', `plugin entry "${opts.entry}" is outside the package`);
-  if (opts.signal?.aborted === true) return { status: 'failed', reason: 'canceled', detail: 'canceled before it started', cpuMs: 0, wallMs: 0, peakRssMb: 0 };
+  if (opts.signal?.aborted === true) {
+    return { run: () => Promise.resolve({ status: 'failed', reason: 'canceled', detail: 'canceled before it started', cpuMs: 0, wallMs: 0, peakRssMb: 0 }), cancel: () => Promise.resolve() };
+  }
 
   const tmpRoot = resolve(opts.tmpRoot ?? tmpdir());
   await checkTraversable(tmpRoot);
   const runDir = await mkdtemp(join(tmpRoot, 'eco3d-plugin-'));
+  const removeRunDir = (): Promise<void> => rm(runDir, { recursive: true, force: true });
+  let proc: Isolated;
   try {
     // Readable by root and the sandbox's group only: the input is de-identified, still not for everyone.
     await chown(runDir, 0, SANDBOX_GID);
     await chmod(runDir, 0o750);
-    const { dims, spacingMm, voxels } = opts.input.volume;
     await Promise.all([
       copyPackage(pluginDir, join(runDir, 'plugin')),
       copyFile(CHILD_SCRIPT, join(runDir, 'runner.mjs')).then(() => chmod(join(runDir, 'runner.mjs'), 0o644)),
-      writeFile(join(runDir, 'input.json'), JSON.stringify({ dims, spacingMm, voxelsBytes: voxels.length, studyRef: opts.input.study.ref, entry: opts.entry }), { mode: 0o644 }),
-      writeFile(join(runDir, 'voxels.raw'), voxels, { mode: 0o644 }),
     ]);
-    return await runIsolated(tools, runDir, limits, pollMs, opts.signal);
-  } finally {
-    await rm(runDir, { recursive: true, force: true });
+    proc = runIsolated(tools, runDir, limits, pollMs, opts.signal);
+  } catch (err) {
+    await removeRunDir();
+    throw err;
   }
+  let used = false;
+  return {
+    async run(input) {
+      if (used) throw new Eco3dError('ECO3D_ERR_CONFLICT', 'a sandboxed process takes one input');
+      used = true;
+      try {
+        checkInput(input);
+        const { dims, spacingMm, voxels } = input.volume;
+        await Promise.all([
+          writeFile(join(runDir, 'input.json'), JSON.stringify({ dims, spacingMm, voxelsBytes: voxels.length, studyRef: input.study.ref, entry: opts.entry }), { mode: 0o644 }),
+          writeFile(join(runDir, 'voxels.raw'), voxels, { mode: 0o644 }),
+        ]);
+        proc.go();
+        return await proc.result;
+      } catch (err) {
+        proc.kill();
+        await proc.result.catch(() => undefined);
+        throw err;
+      } finally {
+        await removeRunDir();
+      }
+    },
+    async cancel() {
+      if (used) return;
+      used = true;
+      proc.kill();
+      await proc.result.catch(() => undefined);
+      await removeRunDir();
+    },
+  };
 }
 
-function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, pollMs: number, signal: AbortSignal | undefined): Promise<PluginRunResult> {
+interface Isolated {
+  readonly result: Promise<PluginRunResult>;
+  /** The input is in place: the child may read it (the wall clock starts). */
+  go(): void;
+  /** Ends the process now (an input that never came). */
+  kill(): void;
+}
+
+function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, pollMs: number, signal: AbortSignal | undefined): Isolated {
   // RLIMIT_CPU is a backstop for when this process cannot watch (stalled or dead): whole seconds, a
   // second above the limit so the watchdog, which is exact, normally acts first.
   const cpuBackstopS = Math.ceil(limits.cpuTimeMs / 1000) + 1;
@@ -368,16 +431,21 @@ function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, 
     '--no-warnings',
     join(runDir, 'runner.mjs'),
   ];
-  const startMs = performance.now();
+  // The wall clock of the run: from the delivery of the input (go) when there is one.
+  let startMs = performance.now();
   let child: ChildProcess;
   try {
-    // No environment at all: the parent's secrets and NODE_OPTIONS stay here.
-    child = spawn(tools.unshare, args, { cwd: runDir, env: {}, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+    // No environment at all: the parent's secrets and NODE_OPTIONS stay here. stdin carries the go.
+    child = spawn(tools.unshare, args, { cwd: runDir, env: {}, stdio: ['pipe', 'pipe', 'pipe', 'pipe'] });
   } catch (err) {
-    return Promise.reject(new Eco3dError('ECO3D_ERR_CONFIG', `cannot start the plugin sandbox: ${(err as Error).message}`, { cause: err }));
+    const failed = Promise.reject(new Eco3dError('ECO3D_ERR_CONFIG', `cannot start the plugin sandbox: ${(err as Error).message}`, { cause: err }));
+    return { result: failed, go: () => undefined, kill: () => undefined };
   }
+  // A child that died before reading its stdin must not crash us with EPIPE.
+  child.stdin?.on('error', () => undefined);
+  let killNow: () => void = () => child.kill('SIGKILL');
 
-  return new Promise<PluginRunResult>((resolvePromise, rejectPromise) => {
+  const result = new Promise<PluginRunResult>((resolvePromise, rejectPromise) => {
     let verdict: Verdict | null = null;
     let exitedAtMs: number | null = null;
     let exitCode: number | null = null;
@@ -400,6 +468,7 @@ function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, 
       if (child.pid !== undefined) unniceThreads(child.pid);
       child.kill('SIGKILL');
     };
+    killNow = () => kill('canceled', 'canceled before its input came');
 
     const resultPipe = child.stdio[3] as Readable | null;
     resultPipe?.on('data', (c: Buffer) => {
@@ -452,6 +521,7 @@ function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, 
       }
       // The runner's own account (getrusage) is exact for short runs the watchdog barely saw.
       const selfCpuMs = typeof doc?.usage?.cpuMs === 'number' ? doc.usage.cpuMs : 0;
+      // The child's RSS at the end (its getrusage peak would include the pre-exec fork of this process).
       const selfRssKb = typeof doc?.usage?.maxRssKb === 'number' ? doc.usage.maxRssKb : 0;
       const figures: RunFigures = {
         cpuMs: Math.round(Math.max((lastCpuTicks * 1000) / tools.clockTicksPerS, selfCpuMs)),
@@ -508,4 +578,12 @@ function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, 
       t.unref();
     });
   });
+  return {
+    result,
+    go() {
+      startMs = performance.now();
+      child.stdin?.end('go\n');
+    },
+    kill: () => killNow(),
+  };
 }

@@ -26,7 +26,7 @@ import type { Database, OutboxConsumer, Queryable } from '../store/index.ts';
 import { activeAnalysisEnablements } from './enablement.ts';
 import type { PluginManifest } from './manifest.ts';
 import { bookUse, meterSubscriptions, issuePayouts, type RecordCharge } from './revenue.ts';
-import type { PluginInput, PluginOutput, PluginRunResult, RunPluginOptions } from './sandbox.ts';
+import type { PluginInput, PluginOutput, PluginRunResult, RunPluginOptions, StartedPlugin } from './sandbox.ts';
 
 export const WORK_ITEM_CONSUMER = 'marketplace-work-items';
 export const WORK_ITEM_STATES = ['SCHEDULED', 'IN PROGRESS', 'COMPLETED', 'CANCELED'] as const;
@@ -234,7 +234,8 @@ export interface RunnerDeps {
    * (same UIDs for a re-run). Runs before the completing transaction.
    */
   readonly storeResults: (item: WorkItem, manifest: PluginManifest, output: PluginOutput) => Promise<{ srSopInstanceUid: string; observationIds: readonly string[] }>;
-  readonly runPlugin: (o: RunPluginOptions) => Promise<PluginRunResult>;
+  /** sandbox.ts startPlugin: the process starts while the input is being prepared. */
+  readonly startPlugin: (o: Omit<RunPluginOptions, 'input'>) => Promise<StartedPlugin>;
   readonly recordCharge: RecordCharge;
   readonly log: { info(o: object, msg: string): void; warn(o: object, msg: string): void; error(o: object, msg: string): void };
   readonly nowMs?: () => number;
@@ -360,22 +361,27 @@ export class WorkItemRunner {
     const d = this.#deps;
     const now = d.nowMs ?? Date.now;
     const { dir, manifest } = await d.pluginFiles(item.pluginId, item.version);
-    const volume = await d.prepareInput(item, workDir, signal);
-    if (volume === null) throw new NotReady(`the study of acquisition ${item.acquisitionUid} is not archived yet`);
+    // The sandboxed process starts now and the input is prepared meanwhile: node's start-up in
+    // its namespace is most of a run's overhead, and it overlaps the de-identification.
+    const started = await d.startPlugin({ pluginDir: dir, entry: manifest.entry as string, limits: manifest.limits, signal, ...(d.tmpRoot === undefined ? {} : { tmpRoot: d.tmpRoot }) });
+    let volume: PluginInput['volume'] | null;
+    try {
+      volume = await d.prepareInput(item, workDir, signal);
+    } catch (err) {
+      await started.cancel();
+      throw err;
+    }
+    if (volume === null) {
+      await started.cancel();
+      throw new NotReady(`the study of acquisition ${item.acquisitionUid} is not archived yet`);
+    }
     // Keep the claim while the plugin runs (its wall limit may exceed the lease).
     const renew = setInterval(() => {
       renewLease(d.db, item.id, this.id, now() + this.#leaseMs).catch(() => undefined);
     }, Math.max(1000, this.#leaseMs / 3));
     let result: PluginRunResult;
     try {
-      result = await d.runPlugin({
-        pluginDir: dir,
-        entry: manifest.entry as string,
-        input: { volume, study: { ref: item.studyRef } },
-        limits: manifest.limits,
-        signal,
-        ...(d.tmpRoot === undefined ? {} : { tmpRoot: d.tmpRoot }),
-      });
+      result = await started.run({ volume, study: { ref: item.studyRef } });
     } finally {
       clearInterval(renew);
     }

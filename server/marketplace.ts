@@ -21,6 +21,7 @@ import {
   registerMarketplace,
   requeueInterruptedValidations,
   runPlugin,
+  startPlugin,
   unpackedPackage,
   validatePlugin,
   versionPackage,
@@ -138,7 +139,7 @@ export function wireMarketplace(o: {
   const runner = new WorkItemRunner({
     db,
     pluginFiles,
-    runPlugin,
+    startPlugin,
     recordCharge,
     log,
     // Runs go under the OS temp dir: the data directory is closed to the sandbox's user (nobody).

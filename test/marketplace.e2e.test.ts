@@ -312,4 +312,55 @@ describe('the marketplace through the server (pglite)', () => {
     const invoice = JSON.stringify((await t.api(`/api/billing/invoices/demo/${period}`, { token: admin })).body);
     assert.equal(invoice.split(`plugin-sub/demo/${manifest.id}/${period}`).length - 1 >= 1, true, invoice.slice(0, 2000));
   });
+
+  test('a runaway plugin is stopped at its CPU limit while a scan runs undisturbed', { timeout: 600_000 }, async () => {
+    // It behaves on the demo studies (so it passes validation) and spins on real scans: the
+    // sandbox, not the review, is what contains it.
+    const key = generateDeveloperKey();
+    assert.equal((await t.api('/api/marketplace/developer/keys', { method: 'POST', token: dev, body: { name: 'ci-4', publicKey: key.publicKey } })).status, 201);
+    const dir = join(work, 'spinner');
+    cpSync(join(work, 'lesion'), dir, { recursive: true });
+    writeFileSync(join(dir, 'index.mjs'), `export async function analyze(input) {
+  if (input.study.ref.startsWith('S-')) for (;;) {}
+  return { measurements: [], findings: [{ text: 'fine' }] };
+}
+`);
+    const manifest = { ...(JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8')) as { scopes: string[] }), id: 'com.acme.spinner', name: 'Spinner', pricing: { model: 'per-use', amountCents: 0 }, limits: { memoryMb: 128, cpuTimeMs: 3000, wallTimeMs: 20000 } };
+    writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
+    const r = await fetch(`${t.url}/api/marketplace/developer/versions`, { method: 'POST', headers: { authorization: `Bearer ${dev}`, 'content-type': 'application/zip' }, body: await packPlugin(dir, loadDeveloperKey(key.privateKeyPem)) });
+    assert.equal(r.status, 202, await r.text());
+    await waitFor('the spinner validated', 120_000, async () => {
+      const p = ((await t.api('/api/marketplace/developer/plugins', { token: dev })).body.plugins as Array<{ id: string; versions: Array<{ status: string }> }>).find((x) => x.id === 'com.acme.spinner');
+      return p?.versions[0]?.status === 'in-review' ? true : undefined;
+    });
+    assert.equal((await t.api('/api/marketplace/review/com.acme.spinner/1.0.0', { method: 'POST', token: admin, body: { decision: 'publish' } })).status, 200);
+    for (const id of ['com.acme.phi-spy', 'com.acme.hello']) assert.equal((await t.api(`/api/marketplace/enablements/${id}`, { method: 'DELETE', token: hospitalAdmin })).status, 200);
+    const en = await t.api('/api/marketplace/enablements/com.acme.spinner', { method: 'PUT', token: hospitalAdmin, body: { version: '1.0.0', acceptScopes: manifest.scopes, acceptPricing: manifest.pricing } });
+    assert.equal(en.status, 201, JSON.stringify(en.body));
+
+    const bedside = await t.login('demo-bedside');
+    const bs = await t.connect('bedside', bedside);
+    const sweep = async (): Promise<string> => {
+      assert.equal(errorCode(await bs.request({ type: 'sweep-start', plan: { kind: 'linear', startMm: { x: 450, y: -15 }, headingDeg: 0, lengthMm: 20, speedMmPerS: 20 } })), 'ack');
+      const running = await bs.status((st) => st.acquisition.uid !== null && st.acquisition.state !== 'idle' && st.acquisition.state !== 'completed', 5000, 'acquisition running');
+      const uid = running.acquisition.uid!;
+      const end = await bs.status((st) => st.acquisition.uid === uid && (st.acquisition.state === 'completed' || st.acquisition.state === 'aborted'), 60_000, 'acquisition ended');
+      assert.equal(end.acquisition.state, 'completed', 'the scan completes normally');
+      return uid;
+    };
+    const first = await sweep();
+    type Item = { pluginId: string; state: string; acquisitionUid: string; outcome?: Record<string, unknown>; runs: Array<{ status: string; reason?: string; cpuMs: number }> };
+    const spinnerItem = async (): Promise<Item | undefined> =>
+      ((await t.api('/api/marketplace/work-items', { token: hospitalAdmin })).body.workItems as Item[]).find((i) => i.acquisitionUid === first && i.pluginId === 'com.acme.spinner');
+    await waitFor('the spinner running', 300_000, async () => ((await spinnerItem())?.state === 'IN PROGRESS' ? true : undefined));
+    // A scan while it spins: completes normally.
+    await sweep();
+    const done = await waitFor('the spinner stopped', 120_000, async () => {
+      const i = await spinnerItem();
+      return i?.state === 'CANCELED' ? i : undefined;
+    });
+    assert.equal(done.outcome?.['reason'], 'cpu-limit', JSON.stringify(done));
+    assert.equal(done.runs.length, 1);
+    assert.ok(done.runs[0]!.cpuMs >= 3000 && done.runs[0]!.cpuMs < 4000, `stopped at its limit: ${done.runs[0]!.cpuMs} ms of CPU`);
+  });
 });
