@@ -40,8 +40,8 @@
 import { createHash } from 'node:crypto';
 import type { NaturalizedDataset } from 'dcmjs';
 import type { CodeableConcept, Coding, Identifier, ImagingStudy, Observation, Patient, Reference } from '@medplum/fhirtypes';
-import { checkUid, code, dicomDateTime, ds, patientAndStudy, writePart10 } from './dicom-part10.ts';
-import { COMPREHENSIVE_3D_SR_SOP_CLASS_UID, type MeasurementReportInput, type SrReferencedVolume } from './dicom-sr.ts';
+import { checkUid, code, dicomDateTime, ds, writePart10 } from './dicom-part10.ts';
+import { COMPREHENSIVE_3D_SR_SOP_CLASS_UID, srDocumentModules, type MeasurementReportInput, type SrReferencedVolume } from './dicom-sr.ts';
 import { ENHANCED_US_VOLUME_SOP_CLASS_UID, US_MULTIFRAME_SOP_CLASS_UID, type CodedConcept } from './dicom-us.ts';
 import { Eco3dError } from './errors.ts';
 import { codingFromDicom, fhirInstant, FHIR_SYSTEMS } from './fhir.ts';
@@ -399,9 +399,6 @@ export function encodeAlgorithmResultReport(input: AlgorithmResultReportInput): 
   };
   const content = dicomDateTime('contentDateTime', input.contentDateTime);
   const procedure = checkConcept('procedureReported', input.procedureReported);
-  const eq = input.equipment;
-  if (eq.softwareVersions.length === 0) throw bad('equipment.softwareVersions: at least one is required (Enhanced General Equipment, Type 1)');
-  if (!Number.isInteger(input.instanceNumber) || !Number.isInteger(input.seriesNumber)) throw bad('seriesNumber and instanceNumber must be integers');
   const seriesDescription = input.seriesDescription ?? clip(`AI: ${plugin.name}`, 64);
 
   const trackingIds = trackingIdentifiers(measurements.map((m) => m.name));
@@ -409,13 +406,7 @@ export function encodeAlgorithmResultReport(input: AlgorithmResultReportInput): 
   const usesPrivateScheme = measurements.some((m) => m.concept.scheme === ECO3D_PRIVATE_CODING_SCHEME);
 
   const dataset: NaturalizedDataset = {
-    // SOP Common. UTF-8 so that any patient name, plugin name or finding survives.
-    SpecificCharacterSet: 'ISO_IR 192',
-    SOPClassUID: COMPREHENSIVE_3D_SR_SOP_CLASS_UID,
-    SOPInstanceUID: sopInstanceUid,
-    InstanceCreationDate: content.da,
-    InstanceCreationTime: content.tm,
-    TimezoneOffsetFromUTC: content.offset,
+    ...srDocumentModules({ ...input, sopInstanceUid, seriesDescription, procedureReported: procedure, referencedVolume: vol }),
     ...(usesPrivateScheme
       ? {
           CodingSchemeIdentificationSequence: [
@@ -435,38 +426,6 @@ export function encodeAlgorithmResultReport(input: AlgorithmResultReportInput): 
         ContributionDescription: clip(`Analysis plugin ${plugin.id} ${plugin.version}`, 64),
       },
     ],
-    // Patient and General Study: the analysed volume's study.
-    ...patientAndStudy(input),
-    // SR Document Series (C.17.1): a series of its own.
-    Modality: 'SR',
-    SeriesInstanceUID: checkUid('seriesInstanceUid', input.seriesInstanceUid),
-    SeriesNumber: input.seriesNumber,
-    SeriesDescription: seriesDescription,
-    ReferencedPerformedProcedureStepSequence: [],
-    // General + Enhanced General Equipment: the Eco3D platform that ran the plugin and wrote
-    // this object (the plugin itself is the device observer and contributing equipment).
-    Manufacturer: eq.manufacturer,
-    ManufacturerModelName: eq.modelName,
-    DeviceSerialNumber: eq.deviceSerialNumber,
-    SoftwareVersions: eq.softwareVersions.length === 1 ? eq.softwareVersions[0] : [...eq.softwareVersions],
-    // SR Document General (C.17.2): the algorithm finished; no physician has verified it.
-    InstanceNumber: input.instanceNumber,
-    CompletionFlag: 'COMPLETE',
-    VerificationFlag: 'UNVERIFIED',
-    ContentDate: content.da,
-    ContentTime: content.tm,
-    PerformedProcedureCodeSequence: [code(procedure)],
-    CurrentRequestedProcedureEvidenceSequence: [
-      {
-        StudyInstanceUID: input.study.studyInstanceUid,
-        ReferencedSeriesSequence: [{ SeriesInstanceUID: vol.seriesInstanceUid, ReferencedSOPSequence: imageReference(vol) }],
-      },
-    ],
-    // SR Document Content (C.17.3): the root of TID 1500.
-    ValueType: 'CONTAINER',
-    ConceptNameCodeSequence: [code(C.measurementReport)],
-    ContinuityOfContent: 'SEPARATE',
-    ContentTemplateSequence: [{ MappingResource: 'DCMR', TemplateIdentifier: '1500' }],
     ContentSequence: [
       codeItem('HAS CONCEPT MOD', C.language, C.english),
       codeItem('HAS OBS CONTEXT', C.observerType, C.device),
@@ -480,10 +439,6 @@ export function encodeAlgorithmResultReport(input: AlgorithmResultReportInput): 
       ...(findings.length === 0 ? [] : [container('CONTAINS', C.qualitativeEvaluations, findings.map((f) => textItem('CONTAINS', C.finding, f)))]),
     ],
   };
-  if (input.study.description !== undefined) dataset.StudyDescription = input.study.description;
-  if (eq.institutionName !== undefined) dataset.InstitutionName = eq.institutionName;
-  if (eq.stationName !== undefined) dataset.StationName = eq.stationName;
-
   return writePart10(COMPREHENSIVE_3D_SR_SOP_CLASS_UID, sopInstanceUid, dataset);
 }
 

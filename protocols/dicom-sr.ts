@@ -225,37 +225,31 @@ function measurementGroup(m: SrMeasurement, index: number, frameOfReferenceUid: 
 // ---------------------------------------------------------------------------------------------
 // The report
 
-/** Encodes measurements on one volume as a TID 1500 Comprehensive 3D SR Part-10 file. */
-export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Array {
-  const measurementsIn: unknown = input.measurements; // as for pointsMm above
-  const findings = input.findings?.trim() ?? '';
-  const conclusion = input.conclusion?.trim() ?? '';
-  if (!Array.isArray(measurementsIn)) throw bad('measurements must be an array');
-  if (input.measurements.length === 0 && findings === '' && conclusion === '') throw bad('a report needs at least one measurement, a finding or a conclusion');
-  const vol = input.referencedVolume;
-  const forUid = checkUid('referencedVolume.frameOfReferenceUid', vol.frameOfReferenceUid);
-  const groups = input.measurements.map((m, i) => measurementGroup(m, i, forUid));
+/**
+ * The modules every TID 1500 Comprehensive 3D SR of ours has around its content tree (the
+ * physician's report here, a plugin's results in ai-results.ts): SOP Common, Patient and General
+ * Study, SR Document Series, General and Enhanced General Equipment, SR Document General
+ * (COMPLETE, UNVERIFIED) with the referenced volume as evidence, and the TID 1500 root container.
+ * The caller adds its ContentSequence and anything of its own.
+ */
+export function srDocumentModules(
+  input: Pick<MeasurementReportInput, 'patient' | 'study' | 'equipment' | 'seriesInstanceUid' | 'seriesNumber' | 'instanceNumber' | 'contentDateTime'> & {
+    readonly sopInstanceUid: string;
+    readonly seriesDescription?: string | undefined;
+    readonly procedureReported: CodedConcept;
+    readonly referencedVolume: Pick<SrReferencedVolume, 'sopClassUid' | 'sopInstanceUid' | 'seriesInstanceUid'>;
+  },
+): NaturalizedDataset {
   const content = dicomDateTime('contentDateTime', input.contentDateTime);
   const eq = input.equipment;
-  const sopInstanceUid = checkUid('sopInstanceUid', input.sopInstanceUid);
+  const vol = input.referencedVolume;
   if (eq.softwareVersions.length === 0) throw bad('equipment.softwareVersions: at least one is required (Enhanced General Equipment, Type 1)');
   if (!Number.isInteger(input.instanceNumber) || !Number.isInteger(input.seriesNumber)) throw bad('seriesNumber and instanceNumber must be integers');
-
-  const observerContext: NaturalizedDataset[] = [
-    // TID 1002/1004: the measurements come from the device (a person may verify them later).
-    codeItem('HAS OBS CONTEXT', C.observerType, C.device),
-    uidItem('HAS OBS CONTEXT', C.deviceObserverUid, checkUid('deviceObserverUid', input.deviceObserverUid)),
-    textItem('HAS OBS CONTEXT', C.deviceObserverManufacturer, eq.manufacturer),
-    textItem('HAS OBS CONTEXT', C.deviceObserverModelName, eq.modelName),
-    textItem('HAS OBS CONTEXT', C.deviceObserverSerialNumber, eq.deviceSerialNumber),
-  ];
-  if (eq.stationName !== undefined) observerContext.push(textItem('HAS OBS CONTEXT', C.deviceObserverName, eq.stationName));
-
   const dataset: NaturalizedDataset = {
-    // SOP Common. UTF-8 so that any patient name or label survives.
+    // SOP Common. UTF-8 so that any patient name, label or finding survives.
     SpecificCharacterSet: 'ISO_IR 192',
     SOPClassUID: COMPREHENSIVE_3D_SR_SOP_CLASS_UID,
-    SOPInstanceUID: sopInstanceUid,
+    SOPInstanceUID: checkUid('sopInstanceUid', input.sopInstanceUid),
     InstanceCreationDate: content.da,
     InstanceCreationTime: content.tm,
     TimezoneOffsetFromUTC: content.offset,
@@ -271,8 +265,8 @@ export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Arr
     ManufacturerModelName: eq.modelName,
     DeviceSerialNumber: eq.deviceSerialNumber,
     SoftwareVersions: eq.softwareVersions.length === 1 ? eq.softwareVersions[0] : [...eq.softwareVersions],
-    // SR Document General (C.17.2). COMPLETE/UNVERIFIED: the device finished its measurements
-    // and nobody has signed them off.
+    // SR Document General (C.17.2). COMPLETE/UNVERIFIED: the device (or algorithm) finished and
+    // nobody has signed it off.
     InstanceNumber: input.instanceNumber,
     CompletionFlag: 'COMPLETE',
     VerificationFlag: 'UNVERIFIED',
@@ -300,6 +294,39 @@ export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Arr
     ConceptNameCodeSequence: [code(C.measurementReport)],
     ContinuityOfContent: 'SEPARATE',
     ContentTemplateSequence: [{ MappingResource: 'DCMR', TemplateIdentifier: '1500' }],
+  };
+  if (input.study.description !== undefined) dataset.StudyDescription = input.study.description;
+  if (input.seriesDescription !== undefined) dataset.SeriesDescription = input.seriesDescription;
+  if (eq.institutionName !== undefined) dataset.InstitutionName = eq.institutionName;
+  if (eq.stationName !== undefined) dataset.StationName = eq.stationName;
+  return dataset;
+}
+
+/** Encodes measurements on one volume as a TID 1500 Comprehensive 3D SR Part-10 file. */
+export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Array {
+  const measurementsIn: unknown = input.measurements; // as for pointsMm above
+  const findings = input.findings?.trim() ?? '';
+  const conclusion = input.conclusion?.trim() ?? '';
+  if (!Array.isArray(measurementsIn)) throw bad('measurements must be an array');
+  if (input.measurements.length === 0 && findings === '' && conclusion === '') throw bad('a report needs at least one measurement, a finding or a conclusion');
+  const vol = input.referencedVolume;
+  const forUid = checkUid('referencedVolume.frameOfReferenceUid', vol.frameOfReferenceUid);
+  const groups = input.measurements.map((m, i) => measurementGroup(m, i, forUid));
+  const eq = input.equipment;
+  const sopInstanceUid = checkUid('sopInstanceUid', input.sopInstanceUid);
+
+  const observerContext: NaturalizedDataset[] = [
+    // TID 1002/1004: the measurements come from the device (a person may verify them later).
+    codeItem('HAS OBS CONTEXT', C.observerType, C.device),
+    uidItem('HAS OBS CONTEXT', C.deviceObserverUid, checkUid('deviceObserverUid', input.deviceObserverUid)),
+    textItem('HAS OBS CONTEXT', C.deviceObserverManufacturer, eq.manufacturer),
+    textItem('HAS OBS CONTEXT', C.deviceObserverModelName, eq.modelName),
+    textItem('HAS OBS CONTEXT', C.deviceObserverSerialNumber, eq.deviceSerialNumber),
+  ];
+  if (eq.stationName !== undefined) observerContext.push(textItem('HAS OBS CONTEXT', C.deviceObserverName, eq.stationName));
+
+  const dataset: NaturalizedDataset = {
+    ...srDocumentModules(input),
     ContentSequence: [
       codeItem('HAS CONCEPT MOD', C.language, C.english),
       ...observerContext,
@@ -345,10 +372,5 @@ export function encodeMeasurementReport(input: MeasurementReportInput): Uint8Arr
       },
     ];
   }
-  if (input.study.description !== undefined) dataset.StudyDescription = input.study.description;
-  if (input.seriesDescription !== undefined) dataset.SeriesDescription = input.seriesDescription;
-  if (eq.institutionName !== undefined) dataset.InstitutionName = eq.institutionName;
-  if (eq.stationName !== undefined) dataset.StationName = eq.stationName;
-
   return writePart10(COMPREHENSIVE_3D_SR_SOP_CLASS_UID, sopInstanceUid, dataset);
 }

@@ -537,8 +537,17 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
     wsHandler: (socket, req) => ctx.live.attach(socket, req.principal),
   });
 
-  // The browser apps (viewer/, built by Vite into viewer/dist).
-  await app.register(fastifyStatic, { root: ctx.viewerDir, index: ['index.html'] });
+  // The browser apps (viewer/, built by Vite into viewer/dist). Their built scripts are public and
+  // readable from any origin: the console's plugin frame is sandboxed (an opaque origin, issue 8)
+  // and a browser fetches module scripts with CORS, credentials left out.
+  const assetsDir = `${ctx.viewerDir.replace(/\/$/, '')}/assets/`;
+  await app.register(fastifyStatic, {
+    root: ctx.viewerDir,
+    index: ['index.html'],
+    setHeaders: (reply, path) => {
+      if (path.startsWith(assetsDir)) void reply.header('access-control-allow-origin', '*');
+    },
+  });
 
   return app;
 }

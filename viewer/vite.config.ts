@@ -1,7 +1,8 @@
 // Vite build of the browser apps: `npx vite build --config viewer/vite.config.ts` → viewer/dist/.
 // Multi-page: login + navigation (index), sonographer console, bedside panel, AR plugin example,
 // study browser and report (studies), billing dashboard for admins (billing), plugin developer
-// portal and review (developer), a hospital's plugin marketplace (marketplace).
+// portal and review (developer), a hospital's plugin marketplace (marketplace), and the sandboxed
+// host page of a live plugin's layer on the console (plugin-frame).
 // A plain object (no `vite` import) so that this file type-checks with the browser code and
 // without Node's types.
 const root = decodeURIComponent(new URL('.', import.meta.url).pathname).replace(/\/$/, '');
@@ -28,6 +29,7 @@ export default {
         billing: `${root}/billing.html`,
         developer: `${root}/developer.html`,
         marketplace: `${root}/marketplace.html`,
+        'plugin-frame': `${root}/plugin-frame.html`,
       },
     },
   },

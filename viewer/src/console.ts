@@ -14,6 +14,7 @@ import { Hud } from './hud.ts';
 import { JogController } from './jog.ts';
 import { asMediaStream, attachStream, connectLive } from './live.ts';
 import { MprView } from './mpr.ts';
+import { startPluginLayers } from './plugin-layers.ts';
 import { Scene3D } from './scene3d.ts';
 import { renderStatus, robotOf, sweepRunning } from './status-view.ts';
 import { wireSweep } from './sweep.ts';
@@ -87,6 +88,8 @@ async function main(): Promise<void> {
   // The video texture costs a frame of software GL per video frame: off there by default.
   $<HTMLInputElement>('scene-video').checked = !softwareGl();
   const hud = new Hud($<HTMLVideoElement>('bmode'));
+  // Third-party live plugins: each a sandboxed layer over the B-mode, off until turned on.
+  run(() => startPluginLayers($('bmode').parentElement!, $('hud-scale')), 'plugins');
   // For end-to-end tests and debugging in the devtools console.
   (window as unknown as { eco3d: unknown }).eco3d = { teleop, jog, scene, volume, mpr, calipers, hud };
 
