@@ -33,11 +33,13 @@ mapfile -t all < <(find protocols sim controller store server streamer archive b
 if [ ${#all[@]} -eq 0 ]; then echo "no test files found" >&2; exit 1; fi
 # The live-stream and browser end-to-end tests load the CPU (video encoders, software WebGL) and
 # run robot sweeps whose safety watchdog aborts on a starved state stream: they run one at a
-# time, after the others. So does the plugin sandbox's, which measures kill latency and this
-# process's event-loop delay while a plugin spins.
+# time, after the others. So do the plugin sandbox's, which measures kill latency and this
+# process's event-loop delay while a plugin spins, the marketplace's (plugins run beside sweeps),
+# and the data lake's, whose quality gate counts the frames of 1 s sweeps (a loaded machine
+# drops them).
 files=(); heavy=()
 for f in "${all[@]}"; do
-  case "$f" in test/live*.e2e.test.ts|test/browser*.test.ts|test/marketplace*.e2e.test.ts|marketplace/sandbox.test.ts|marketplace/demo.test.ts) heavy+=("$f") ;; *) files+=("$f") ;; esac
+  case "$f" in test/live*.e2e.test.ts|test/browser*.test.ts|test/marketplace*.e2e.test.ts|test/datalake.e2e.test.ts|marketplace/sandbox.test.ts|marketplace/demo.test.ts) heavy+=("$f") ;; *) files+=("$f") ;; esac
 done
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
