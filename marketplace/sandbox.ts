@@ -9,7 +9,9 @@
 //  3. A fresh directory holding a copy of the plugin's files and the input, nothing else, and node's
 //     permission model reading only that directory (no fs writes, no child processes, no workers).
 //     A seat belt, not the boundary: it has had bypasses.
-//  4. Lower scheduling priority (nice 10), so a runaway plugin leaves the CPU to acquisitions.
+//  4. Lower scheduling priority (nice 10) from the moment the input is delivered (node's own
+//     start-up before it runs at normal priority: it is ours, and it overlaps the preparation of
+//     the input), so a runaway plugin leaves the CPU to acquisitions.
 //  5. A watchdog here, polling the child's /proc every `pollMs`: RSS over `memoryMb`, CPU time
 //     (utime + stime) over `cpuTimeMs` or wall time over `wallTimeMs` ⇒ SIGKILL. `--max-old-space-size`
 //     and RLIMIT_CPU (prlimit) back it up if this process is stalled.
@@ -22,7 +24,7 @@
 // validated here. Every failure of the plugin is a result, never an exception.
 import { MANIFEST_LIMITS, type PluginLimits } from './manifest.ts';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { accessSync, constants as fsConstants, readdirSync, readFileSync } from 'node:fs';
+import { accessSync, constants as fsConstants, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { chmod, chown, copyFile, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { setPriority, tmpdir } from 'node:os';
 import { delimiter, dirname, join, resolve, sep } from 'node:path';
@@ -121,7 +123,6 @@ interface SandboxTools {
   readonly unshare: string;
   readonly setpriv: string;
   readonly prlimit: string;
-  readonly nice: string;
   readonly clockTicksPerS: number;
 }
 let toolsCache: SandboxTools | null = null;
@@ -152,8 +153,7 @@ export function checkSandboxSupport(): void {
   const unshare = findExecutable('unshare');
   const setpriv = findExecutable('setpriv');
   const prlimit = findExecutable('prlimit');
-  const nice = findExecutable('nice');
-  for (const [name, p] of [['unshare', unshare], ['setpriv', setpriv], ['prlimit', prlimit], ['nice', nice]] as const) {
+  for (const [name, p] of [['unshare', unshare], ['setpriv', setpriv], ['prlimit', prlimit]] as const) {
     if (p === null) problems.push(`${name} (util-linux) is not on PATH`);
   }
   if (problems.length === 0 && unshare !== null && setpriv !== null) {
@@ -168,10 +168,10 @@ export function checkSandboxSupport(): void {
   const ticks = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
   const clockTicksPerS = Number((ticks.stdout ?? '').trim());
   if (!(clockTicksPerS > 0)) problems.push('cannot read CLK_TCK (getconf), needed to read CPU time from /proc');
-  if (problems.length > 0 || unshare === null || setpriv === null || prlimit === null || nice === null) {
+  if (problems.length > 0 || unshare === null || setpriv === null || prlimit === null) {
     throw new Eco3dError('ECO3D_ERR_CONFIG', `the plugin sandbox cannot be set up, so no plugin runs:\n  - ${problems.join('\n  - ')}`, { details: { problems } });
   }
-  toolsCache = { unshare, setpriv, prlimit, nice, clockTicksPerS };
+  toolsCache = { unshare, setpriv, prlimit, clockTicksPerS };
 }
 
 function setprivArgs(): string[] {
@@ -272,17 +272,21 @@ function keepHead(stream: Readable | null): () => string {
   return () => Buffer.concat(chunks).toString('utf8');
 }
 
-function unniceThreads(pid: number): void {
+/** Sets the niceness of every thread of a process (Linux niceness is per thread). */
+function setThreadsNice(pid: number, nice: number): void {
+  let tids: string[];
   try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        setPriority(Number(tid), 0);
-      } catch {
-        // the thread is already gone
-      }
-    }
+    tids = readdirSync(`/proc/${pid}/task`);
   } catch {
-    // the process is already gone
+    return; // the process is already gone
+  }
+  for (const tid of tids) {
+    try {
+      setPriority(Number(tid), nice);
+    } catch (err) {
+      // A thread that is already gone is fine; anything else must not leave a plugin unniced.
+      if ((err as { code?: string }).code !== 'ESRCH' && existsSync(`/proc/${pid}/task/${tid}`)) throw err;
+    }
   }
 }
 
@@ -421,8 +425,6 @@ function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, 
   const cpuBackstopS = Math.ceil(limits.cpuTimeMs / 1000) + 1;
   const args = [
     '--net', '--',
-    // A plugin yields the CPU to acquisitions and the server: it must never slow them down.
-    tools.nice, `-n${PLUGIN_NICE}`,
     tools.prlimit, `--cpu=${cpuBackstopS}:${cpuBackstopS}`, '--',
     tools.setpriv, ...setprivArgs(), '--',
     process.execPath,
@@ -444,6 +446,7 @@ function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, 
   // A child that died before reading its stdin must not crash us with EPIPE.
   child.stdin?.on('error', () => undefined);
   let killNow: () => void = () => child.kill('SIGKILL');
+  let reniceAgain = false;
 
   const result = new Promise<PluginRunResult>((resolvePromise, rejectPromise) => {
     let verdict: Verdict | null = null;
@@ -465,7 +468,13 @@ function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, 
       verdict = { reason, detail, detectedAtMs: performance.now() };
       // A killed process still has to be scheduled to die (and free its memory): give its threads
       // back normal priority first, or on a busy machine the niceness would stretch the kill.
-      if (child.pid !== undefined) unniceThreads(child.pid);
+      if (child.pid !== undefined) {
+        try {
+          setThreadsNice(child.pid, 0);
+        } catch {
+          // it is being killed anyway
+        }
+      }
       child.kill('SIGKILL');
     };
     killNow = () => kill('canceled', 'canceled before its input came');
@@ -479,6 +488,14 @@ function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, 
 
     const watch = (): void => {
       if (exitedAtMs !== null || child.pid === undefined) return;
+      if (reniceAgain) {
+        reniceAgain = false;
+        try {
+          setThreadsNice(child.pid, PLUGIN_NICE);
+        } catch (err) {
+          return kill('canceled', `the platform could not lower the plugin's priority (retried later): ${(err as Error).message}`);
+        }
+      }
       const s = sampleProc(child.pid);
       const wallMs = performance.now() - startMs;
       if (s !== null) {
@@ -582,6 +599,17 @@ function runIsolated(tools: SandboxTools, runDir: string, limits: PluginLimits, 
     result,
     go() {
       startMs = performance.now();
+      // A plugin yields the CPU to acquisitions and the server: niced before it runs a line. A
+      // thread its start-up was still creating is caught by the second pass, at the first watch.
+      if (child.pid !== undefined) {
+        try {
+          setThreadsNice(child.pid, PLUGIN_NICE);
+        } catch (err) {
+          killNow();
+          throw new Eco3dError('ECO3D_ERR_CONFIG', `cannot lower the plugin's priority: ${(err as Error).message}`, { cause: err });
+        }
+        reniceAgain = true;
+      }
       child.stdin?.end('go\n');
     },
     kill: () => killNow(),
