@@ -228,7 +228,7 @@ forEachDatabase('marketplace', (ctx) => {
     let canceled = 0;
     const output = { measurements: [{ name: 'Lesion volume', value: 4.2, unit: 'ml' }], findings: [] };
     const stored: string[] = [];
-    const deps = (behaviour: 'hang' | 'ok' | 'crash' | 'infra'): RunnerDeps => ({
+    const deps = (behaviour: 'hang' | 'ok' | 'crash' | 'infra' | 'unstorable'): RunnerDeps => ({
       db,
       pluginFiles: async () => ({ dir: root, manifest: { ...m, limits: { memoryMb: 64, cpuTimeMs: 1000, wallTimeMs: 1000, outputBytes: 1000 } } }),
       prepareInput: async () => {
@@ -236,6 +236,7 @@ forEachDatabase('marketplace', (ctx) => {
         return { dims: [2, 2, 2], spacingMm: [1, 1, 1], voxels: new Uint8Array(8) };
       },
       storeResults: async (item) => {
+        if (behaviour === 'unstorable') throw new Eco3dError('ECO3D_ERR_BAD_REQUEST', 'a result with no measurements and no findings');
         stored.push(item.id);
         return { srSopInstanceUid: '2.25.1', observationIds: ['o1'] };
       },
@@ -289,6 +290,13 @@ forEachDatabase('marketplace', (ctx) => {
     assert.equal(listed.outcome?.['reason'], 'crashed');
     assert.equal(listed.runs.length, 1);
     assert.equal(listed.runs[0]!.reason, 'crashed');
+
+    // Results no SR can hold are the plugin's fault: canceled at once, not retried, not charged.
+    await seedAcquisition(db, { tenantId, uid: '2.25.72003' });
+    const [badItem] = await scheduleWorkItems(db, { tenantId, acquisitionUid: '2.25.72003', nowMs: clock });
+    assert.equal(await new WorkItemRunner(deps('unstorable')).runOne(), true);
+    const bad = await getWorkItem(db, badItem!.id);
+    assert.deepEqual([bad?.state, bad?.outcome?.['reason']], ['CANCELED', 'bad-output']);
 
     // An infrastructure failure is retried after a back-off, then canceled after MAX_ATTEMPTS.
     await seedAcquisition(db, { tenantId, uid: '2.25.72002' });

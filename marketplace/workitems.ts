@@ -392,7 +392,17 @@ export class WorkItemRunner {
       d.log.warn({ workItem: item.id, plugin: item.pluginId, reason: result.reason, detail: result.detail, ok }, 'plugin run failed: work item canceled');
       return;
     }
-    const stored = await d.storeResults(item, manifest, result.output);
+    let stored: Awaited<ReturnType<RunnerDeps['storeResults']>>;
+    try {
+      stored = await d.storeResults(item, manifest, result.output);
+    } catch (err) {
+      // Results no SR can hold (no value at all, a unit or a name out of bounds) are the plugin's
+      // fault, like bad output: the item is canceled, not retried.
+      if (!(err instanceof Eco3dError) || err.code !== 'ECO3D_ERR_BAD_REQUEST') throw err;
+      await finish(d.db, item.id, this.id, 'CANCELED', { status: 'failed', reason: 'bad-output', detail: `the results cannot be stored: ${err.message}` }, now());
+      d.log.warn({ workItem: item.id, plugin: item.pluginId, err: err.message }, 'plugin results refused: work item canceled');
+      return;
+    }
     const completed = await d.db.transaction(async (tx) => {
       const ok = await finish(
         tx,

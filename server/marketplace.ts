@@ -142,7 +142,7 @@ export function wireMarketplace(o: {
     startPlugin,
     recordCharge,
     log,
-    // Runs go under the OS temp dir: the data directory is closed to the sandbox's user (nobody).
+    // (Runs go under the OS temp dir, the default: the data directory is closed to nobody.)
     prepareInput: async (item) => {
       const study = readScanStudy(join(o.acquisitionsDir, item.acquisitionUid));
       if (study === undefined) return null;
