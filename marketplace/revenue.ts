@@ -102,9 +102,12 @@ export async function meterSubscriptions(db: Database, recordCharge: RecordCharg
   const active = await db.query<{ tenant_id: string; plugin_id: string; version: string; pricing: { model: string; monthlyAmountCents?: number }; name: string }>(
     `SELECT e.tenant_id, e.plugin_id, e.version, e.pricing, v.manifest->>'name' AS name FROM marketplace_enablements e
      JOIN marketplace_versions v ON v.plugin_id = e.plugin_id AND v.version = e.version
-     WHERE e.disabled_at IS NULL AND e.pricing->>'model' = 'subscription' AND ($1::text IS NULL OR (e.tenant_id = $1 AND e.plugin_id = $2))`,
-    [only?.tenantId ?? null, only?.pluginId ?? null],
+     WHERE e.disabled_at IS NULL AND e.pricing->>'model' = 'subscription' AND ($1::text IS NULL OR (e.tenant_id = $1 AND e.plugin_id = $2))
+       AND NOT EXISTS (SELECT 1 FROM usage_ledger l WHERE l.idempotency_key = 'plugin-sub/' || e.tenant_id || '/' || e.plugin_id || '/' || $3)`,
+    [only?.tenantId ?? null, only?.pluginId ?? null, period],
   );
+  // (Months already charged are left out above: bookPluginCharge would find them anyway, at the
+  // cost of a transaction each.)
   let charged = 0;
   for (const e of active) {
     const r = await db.transaction((tx) =>

@@ -13,21 +13,22 @@ import { mkdir, mkdtemp, readFile, rename, rm, writeFile } from 'node:fs/promise
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { Eco3dError } from '../protocols/errors.ts';
-import { entryModulePath, type PluginManifest } from './manifest.ts';
-import { verifyPackage } from './package.ts';
+import { entryModulePath, parseManifest, type PluginManifest } from './manifest.ts';
+import { MANIFEST_FILE, verifyPackage } from './package.ts';
 import type { ValidationReport, ValidationRun } from './registry.ts';
 import type { PluginInput, PluginOutput, PluginRunResult, RunPluginOptions } from './sandbox.ts';
 
 /**
- * The unpacked files of a package, once per package checksum under `root` (re-verified when
- * unpacked: a package file changed on disk is refused, never run).
+ * The unpacked files of a package, once per package checksum under `root`. A package is verified
+ * when unpacked (a package file changed on disk has another checksum, so it is verified again,
+ * and refused); later runs of the same bytes only read its manifest back.
  */
 export async function unpackedPackage(packageFile: string, root: string): Promise<{ dir: string; manifest: PluginManifest }> {
   const bytes = new Uint8Array(await readFile(packageFile));
   const sha = createHash('sha256').update(bytes).digest('hex');
   const dir = join(root, sha);
+  if (existsSync(join(dir, '.complete'))) return { dir, manifest: parseManifest(JSON.parse(await readFile(join(dir, MANIFEST_FILE), 'utf8')) as unknown) };
   const pkg = verifyPackage(bytes);
-  if (existsSync(join(dir, '.complete'))) return { dir, manifest: pkg.manifest };
   const tmp = join(root, `.${sha}.${randomUUID()}`);
   for (const [path, data] of pkg.files) {
     const target = join(tmp, path);

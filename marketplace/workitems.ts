@@ -33,6 +33,8 @@ export const WORK_ITEM_STATES = ['SCHEDULED', 'IN PROGRESS', 'COMPLETED', 'CANCE
 export type WorkItemState = (typeof WORK_ITEM_STATES)[number];
 /** Infrastructure attempts before an item is canceled. */
 export const MAX_ATTEMPTS = 5;
+/** How often the runner meters subscriptions and issues payout statements (both idempotent). */
+const BOOKKEEPING_EVERY_MS = 60 * 60_000;
 /** How long an item waits for its study to be archived before it is canceled. */
 export const STUDY_WAIT_MS = 30 * 60_000;
 /** Between two looks at a study not archived yet (a finished study also wakes the runner). */
@@ -246,7 +248,7 @@ export interface RunnerDeps {
 
 /**
  * Claims and runs work items one at a time (a plugin run takes a core; the robot's control must
- * keep the other). `kick()` wakes it; a periodic tick also meters subscriptions and issues
+ * keep the other). `kick()` wakes it; an hourly tick (and the first round) also meters subscriptions and issues
  * payout statements.
  */
 export class WorkItemRunner {
@@ -300,7 +302,7 @@ export class WorkItemRunner {
     while (!this.#stopped) {
       this.#kicked = false;
       try {
-        if (now() - lastTickMs > 60_000) {
+        if (now() - lastTickMs > BOOKKEEPING_EVERY_MS) {
           lastTickMs = now();
           await meterSubscriptions(this.#deps.db, this.#deps.recordCharge, now());
           await issuePayouts(this.#deps.db, now());
